@@ -1,0 +1,1 @@
+"""Entrypoints that compose several services: the `ppo-alerts` CLI and `simulate`."""

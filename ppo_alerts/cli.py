@@ -1,0 +1,49 @@
+"""`ppo-alerts`: run the services, simulate, manage the local Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+SERVICES = ("intake", "rules", "scheduler", "notifier")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppo-alerts", description="PPO Premium Service notifications")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one service, or all of them in one process")
+    run.add_argument("service", choices=(*SERVICES, "all"))
+
+    sim = sub.add_parser("simulate", help="replay events in virtual time (no Kafka, no SMTP)")
+    sim.add_argument("--register", required=True)
+    sim.add_argument("--directory", required=True)
+    sim.add_argument("--events", required=True)
+    sim.add_argument("--until", required=True)
+    sim.add_argument("--start")
+    sim.add_argument("--out", required=True)
+
+    kafka = sub.add_parser("kafka", help="the local Apache Kafka used for development and tests")
+    kafka.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "simulate":
+        from ppo_alerts.simulate import main_simulate
+
+        return main_simulate(args)
+    if args.command == "kafka":
+        from ppo_alerts.localkafka import main as kafka_main
+
+        return kafka_main(args.args)
+    if args.command == "run":
+        from ppo_alerts.runner import run_services
+
+        return run_services([*SERVICES] if args.service == "all" else [args.service])
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

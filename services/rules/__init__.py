@@ -1,0 +1,1 @@
+"""The rules service: canonical events + the PPO register -> obligations with deadlines (the rule book)."""

@@ -1,0 +1,332 @@
+"""The ledger: obligation identity, replacement and cancellation, between events. Pure: no I/O, no clock.
+
+The rules service materialises it from the obligations topic on start-up and feeds it live events;
+`simulate` feeds it lines of a file. Both get the same decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from shared import calendar as cal
+from shared.events import EventBase
+from shared.obligations import HistoryEntry, Obligation, obligation_id
+from shared.register import RegisterEntry, RegisterError
+
+from services.rules.rulebook import SLOT_RULES, Candidate, RuleBook
+
+
+@dataclass
+class Decision:
+    raised: list[Obligation] = field(default_factory=list)  # new (or revived) obligations to publish
+    cancelled: list[Obligation] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # obligation ids already known: nothing to do
+    graded_warrants: list[dict[str, Any]] = field(default_factory=list)  # A3: for police systems
+    register_changes: list[RegisterEntry] = field(default_factory=list)
+    ignored: str | None = None  # why the event raised nothing, in a bounded vocabulary
+
+    def extend(self, other: Decision) -> None:
+        self.raised += other.raised
+        self.cancelled += other.cancelled
+        self.duplicates += other.duplicates
+        self.graded_warrants += other.graded_warrants
+        self.register_changes += other.register_changes
+
+
+def _note(o: Obligation, at: datetime, what: str) -> None:
+    o.history.append(HistoryEntry(at=at, what=what))
+
+
+class Ledger:
+    def __init__(self, rulebook: RuleBook) -> None:
+        self.rulebook = rulebook
+        self.register = rulebook.register
+        self.obligations: dict[str, Obligation] = {}
+        self._slots: dict[tuple[str, str], str] = {}  # (rule, person_id) -> current obligation id
+        self._slot_t: dict[tuple[str, str], datetime] = {}  # when the fact behind the slot occurred
+        self._activity: dict[str, date] = {}  # person_id -> London date of the last arrest / intelligence
+        self._release: dict[str, tuple[date, datetime]] = {}  # person_id -> last release date and its T
+
+    # --- state from the obligations topic -------------------------------------------------------------
+
+    def load(self, o: Obligation) -> None:
+        """Take an obligation as published (restart, or another service's update)."""
+        self.obligations[o.obligation_id] = o
+        if o.rule in SLOT_RULES and o.person is not None:
+            key = (o.rule, o.person.person_id)
+            current = self._slots.get(key)
+            if current is None or current == o.obligation_id or o.status != "cancelled":
+                if o.status != "cancelled" or current is None:
+                    self._slots[key] = o.obligation_id
+                    if o.occurred_at is not None:
+                        self._slot_t[key] = o.occurred_at
+            if o.rule == "C1" and o.facts.get("anchor"):
+                anchor = date.fromisoformat(o.facts["anchor"])
+                pid = o.person.person_id
+                if anchor > self._activity.get(pid, date.min):
+                    self._activity[pid] = anchor
+
+    def get(self, obligation_id: str) -> Obligation | None:
+        return self.obligations.get(obligation_id)
+
+    def pending(self) -> list[Obligation]:
+        return [o for o in self.obligations.values() if o.status == "pending"]
+
+    # --- events ----------------------------------------------------------------------------------------
+
+    def on_event(self, event: EventBase, received_at: datetime) -> Decision:
+        etype: str = event.type  # type: ignore[attr-defined]
+        if etype.startswith("register."):
+            return self._register_event(event, received_at)
+        entry = self.register.find(event.person.identifiers())
+        day = cal.london_date(event.occurred_at)
+        if entry is None:
+            return Decision(ignored="not-on-register")
+        period = entry.period_at(day)
+        if period is None:
+            if etype == "prison.release_date_set":
+                return self._long_custody_release(entry, event, received_at)
+            return Decision(ignored="not-on-register-at-event-time")
+        decision = Decision()
+        if etype in ("police.arrest", "police.intelligence"):
+            decision.extend(self._activity_seen(entry, day, received_at))
+        if etype == "prison.release_date_set":
+            superseded, d = self._release_date_slot(entry, event, received_at)
+            decision.extend(d)
+            if superseded:
+                decision.ignored = "superseded-by-newer-release-date"
+                return decision
+        for cand in self.rulebook.candidates(event, received_at):
+            self._take(cand, entry, event, received_at, period.home_bcu, decision)
+        if etype == "warrant.issued":
+            data = event.data  # type: ignore[attr-defined]
+            decision.graded_warrants.append({
+                "warrant_id": data.warrant_id, "person_id": entry.person_id, "grade": "A",
+                "grade_given": data.grade_given, "court_code": data.court_code, "kind": data.kind,
+                "source_event_id": event.id, "graded_at": received_at.isoformat(),
+            })
+        if not decision.raised and not decision.duplicates and not decision.cancelled:
+            decision.ignored = decision.ignored or "no-rule-applies"
+        return decision
+
+    def _take(self, cand: Candidate, entry: RegisterEntry | None, event: EventBase | None, r: datetime,
+              bcu: str | None, decision: Decision) -> Obligation | None:
+        o = self.rulebook.build(cand, entry, event, r, bcu)
+        existing = self.obligations.get(o.obligation_id)
+        if existing is not None and existing.status != "cancelled":
+            decision.duplicates.append(o.obligation_id)
+            if entry is not None and o.rule in SLOT_RULES:
+                self._slots[(o.rule, entry.person_id)] = o.obligation_id
+            return None
+        if existing is not None:  # the same fact again after it was cancelled (e.g. date moved back)
+            o.history = [*existing.history]
+            _note(o, r, "revived: the fact it is about is current again")
+        else:
+            _note(o, r, "raised")
+        if not o.recipients:
+            o.status = "failed"
+            _note(o, r, f"no contact for role(s) {', '.join(o.facts.get('missing_roles', []))} in BCU {o.bcu}")
+        self.obligations[o.obligation_id] = o
+        if entry is not None and o.rule in SLOT_RULES:
+            key = (o.rule, entry.person_id)
+            self._slots[key] = o.obligation_id
+            if event is not None:
+                self._slot_t[key] = event.occurred_at
+        decision.raised.append(o)
+        return o
+
+    def _cancel_slot(self, rule: str, person_id: str, r: datetime, reason: str, keep: str | None = None) -> list[Obligation]:
+        oid = self._slots.get((rule, person_id))
+        if oid is None or oid == keep:
+            return []
+        o = self.obligations.get(oid)
+        if o is None or o.status != "pending":
+            return []
+        o.status = "cancelled"
+        o.cancelled_reason = reason
+        _note(o, r, f"cancelled: {reason}")
+        return [o]
+
+    def _release_date_slot(self, entry: RegisterEntry, event: Any, r: datetime) -> tuple[bool, Decision]:
+        """A4: one pending notice per person; a newer date replaces it, an older report does not."""
+        decision = Decision()
+        key = ("A4", entry.person_id)
+        last_t = self._slot_t.get(key)
+        if last_t is not None and event.occurred_at < last_t:
+            return True, decision
+        self._slot_t[key] = event.occurred_at
+        new_date = event.data.release_date
+        self._release[entry.person_id] = (new_date, event.occurred_at) if new_date else (date.min, event.occurred_at)
+        keep = obligation_id("A4", entry.person_id, f"{new_date}") if new_date is not None else None
+        reason = "release date withdrawn" if new_date is None else f"release date changed to {new_date}"
+        decision.cancelled += self._cancel_slot("A4", entry.person_id, r, reason, keep=keep)
+        return False, decision
+
+    def _long_custody_release(self, entry: RegisterEntry, event: Any, r: datetime) -> Decision:
+        """C4: applies to people no longer on the register, de-selected for long custody."""
+        last = entry.last_period()
+        day = cal.london_date(event.occurred_at)
+        if last is None or last.end is None or last.end > day or last.end_reason != "long_custody":
+            return Decision(ignored="not-on-register-at-event-time")
+        decision = Decision()
+        release_date = event.data.release_date
+        key = ("C4", entry.person_id)
+        last_t = self._slot_t.get(key)
+        if last_t is not None and event.occurred_at < last_t:
+            return Decision(ignored="superseded-by-newer-release-date")
+        self._slot_t[key] = event.occurred_at
+        if release_date is None:
+            decision.cancelled += self._cancel_slot("C4", entry.person_id, r, "release date withdrawn")
+            return decision
+        cand = self.rulebook.timed("C4", f"{release_date}", self.rulebook.long_custody_notice_at(release_date), r,
+                                   extra_facts={"release_date": release_date})
+        keep = obligation_id("C4", entry.person_id, cand.fact)
+        decision.cancelled += self._cancel_slot("C4", entry.person_id, r, f"release date changed to {release_date}",
+                                                keep=keep)
+        self._take(cand, entry, event, r, last.home_bcu, decision)
+        return decision
+
+    # --- C1 / C2: timers that come from the register --------------------------------------------------
+
+    def _activity_seen(self, entry: RegisterEntry, day: date, r: datetime) -> Decision:
+        pid = entry.person_id
+        if day <= self._activity.get(pid, date.min):
+            return Decision()  # older than what we know: out of order, moves nothing
+        self._activity[pid] = day
+        return self._inactivity_timer(entry, r)
+
+    def _inactivity_timer(self, entry: RegisterEntry, r: datetime, after: datetime | None = None) -> Decision:
+        """C1: 09:00 on the first working day on or after (later of selected_on, last activity) + 6 months."""
+        decision = Decision()
+        period = entry.period_at(cal.london_date(r)) or entry.open_period()
+        if period is None:
+            return decision
+        anchor = max(period.start, self._activity.get(entry.person_id, date.min))
+        book = self.rulebook
+        k = 1
+        # On load long after the anchor, the condition already holds: one notice now, then every 6 months.
+        while book.inactivity_review_at(anchor, k + 1) <= (after or r):
+            k += 1
+        if after is not None:
+            while book.inactivity_review_at(anchor, k) <= after:
+                k += 1
+        current = self.obligations.get(self._slots.get(("C1", entry.person_id), ""))
+        if current is not None and current.facts.get("anchor") == anchor.isoformat() and after is None:
+            return decision  # already have the timer for this anchor (restart, replay)
+        cand = book.timed("C1", f"{anchor}|{k}", book.inactivity_review_at(anchor, k), r,
+                          extra_facts={"anchor": anchor, "occurrence": k})
+        keep = obligation_id("C1", entry.person_id, cand.fact)
+        decision.cancelled += self._cancel_slot("C1", entry.person_id, r, "arrest or intelligence since", keep=keep)
+        self._take(cand, entry, None, r, period.home_bcu, decision)
+        return decision
+
+    def _review_timer(self, entry: RegisterEntry, r: datetime) -> Decision:
+        decision = Decision()
+        period = entry.period_at(cal.london_date(r))
+        if period is None:
+            return decision
+        book = self.rulebook
+        cand = book.timed("C2", f"{period.start}", book.register_review_at(period.start), r,
+                          extra_facts={"selected_on": period.start})
+        self._take(cand, entry, None, r, period.home_bcu, decision)
+        return decision
+
+    def on_register_loaded(self, entry: RegisterEntry, r: datetime) -> Decision:
+        """The register entry became known at R: start its C1 and C2 timers (if on the register now)."""
+        if entry.period_at(cal.london_date(r)) is None:
+            return Decision()
+        decision = self._review_timer(entry, r)
+        decision.extend(self._inactivity_timer(entry, r))
+        return decision
+
+    def after_sent(self, o: Obligation, at: datetime) -> Decision:
+        """Follow-ups once an obligation has been sent: C1 repeats every 6 months while nothing happens."""
+        if o.rule != "C1" or o.person is None:
+            return Decision()
+        entry = self.register.get(o.person.person_id)
+        if entry is None or entry.period_at(cal.london_date(at)) is None:
+            return Decision()
+        if o.facts.get("anchor") != max(
+            (entry.period_at(cal.london_date(at)) or entry.periods[-1]).start,
+            self._activity.get(entry.person_id, date.min),
+        ).isoformat():
+            return Decision()
+        return self._inactivity_timer(entry, at, after=o.send_at)
+
+    # --- register.* events ---------------------------------------------------------------------------
+
+    def _register_event(self, event: Any, r: datetime) -> Decision:
+        etype = event.type
+        day = cal.london_date(event.occurred_at)
+        ids = event.person.identifiers()
+        decision = Decision()
+        try:
+            if etype == "register.selected":
+                p = event.person
+                entry = self.register.select(ids, day, event.data.home_bcu, event.data.strand, event.data.reason,
+                                             p.given_name, p.family_name, p.date_of_birth)
+                decision.register_changes.append(entry)
+                decision.extend(self.on_register_loaded(entry, r))
+                return decision
+            entry = self.register.find(ids)
+            if entry is None:
+                return Decision(ignored="not-on-register")
+            if etype == "register.deselected":
+                if not self.register.deselect(entry, day, event.data.reason, event.data.authority):
+                    return Decision(ignored="not-on-register-at-event-time")
+                decision.register_changes.append(entry)
+                for rule in ("A4", "C1", "C2"):
+                    decision.cancelled += self._cancel_slot(rule, entry.person_id, r, "person de-selected")
+                known = self._release.get(entry.person_id)
+                if event.data.reason == "long_custody" and known and known[0] != date.min:
+                    book = self.rulebook
+                    cand = book.timed("C4", f"{known[0]}", book.long_custody_notice_at(known[0]), r,
+                                      extra_facts={"release_date": known[0]})
+                    last = entry.last_period()
+                    self._take(cand, entry, event, r, last.home_bcu if last else None, decision)
+                return decision
+            if etype == "register.moved_area":
+                to_bcu = event.data.to_bcu
+                if not self.register.move(entry, day, to_bcu):
+                    return Decision(ignored="not-on-register-at-event-time")
+                decision.register_changes.append(entry)
+                # C5 (004 criterion 2): tell the receiving BCU's coordinator.
+                cand = self.rulebook.immediate(
+                    "C5", f"{event.data.from_bcu}|{to_bcu}|{day}", r, recipients_bcu=to_bcu)
+                self._take(cand, entry, event, r, to_bcu, decision)
+                return decision
+        except RegisterError as exc:
+            return Decision(ignored=f"register-conflict: {exc}")
+        return Decision(ignored="unknown-register-event")
+
+    # --- C6: calendar -----------------------------------------------------------------------------------
+
+    def list_reviews(self, at: datetime, period_label: str) -> Decision:
+        """C6: every BCU's coordinator gets the list of that BCU's PPOs (002 §28, §36)."""
+        decision = Decision()
+        day = cal.london_date(at)
+        book = self.rulebook
+        for bcu in book.directory.bcu_codes:
+            ppos = []
+            for entry in self.register.entries():
+                p = entry.period_at(day)
+                if p is not None and p.home_bcu == bcu:
+                    ppos.append({
+                        "given_name": entry.given_name, "family_name": entry.family_name,
+                        "pnc": entry.identifiers.get("pnc"), "noms": entry.identifiers.get("noms"),
+                        "strand": p.strand, "selected_on": p.start.isoformat(), "reason": p.reason,
+                    })
+            cand = Candidate("C6", period_label, at, at + book._immediate,
+                             extra_facts={"period": period_label, "ppos": ppos})
+            self._take(cand, None, None, at, bcu, decision)
+        return decision
+
+    # --- outcomes ----------------------------------------------------------------------------------------
+
+    def mark_sent(self, o: Obligation, at: datetime) -> Obligation:
+        o.notified_at = at
+        o.status = "breached" if at > o.notify_by else "notified"
+        _note(o, at, "accepted by the mail server" + (" after its deadline" if o.status == "breached" else ""))
+        return o

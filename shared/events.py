@@ -1,0 +1,263 @@
+"""Canonical events (contract §1): the one format every service speaks after intake.
+
+Each event type is its own model so that validation names the exact field that is wrong; the union
+is discriminated on `type`, so an unknown type is rejected with the list of known ones.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from shared.identifiers import normalise_cro, normalise_crn, normalise_noms, normalise_pnc
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Person(Strict):
+    """Who an event is about. At least one identifier; identifiers are normalised on the way in."""
+
+    pnc: str | None = None
+    cro: str | None = None
+    noms: str | None = None
+    crn: str | None = None
+    given_name: str | None = Field(default=None, max_length=100)
+    family_name: str | None = Field(default=None, max_length=100)
+    date_of_birth: date | None = None
+
+    @field_validator("pnc", "cro", "noms", "crn", mode="before")
+    @classmethod
+    def _blank_is_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("pnc")
+    @classmethod
+    def _pnc(cls, v: str | None) -> str | None:
+        return None if v is None else normalise_pnc(v)
+
+    @field_validator("cro")
+    @classmethod
+    def _cro(cls, v: str | None) -> str | None:
+        return None if v is None else normalise_cro(v)
+
+    @field_validator("noms")
+    @classmethod
+    def _noms(cls, v: str | None) -> str | None:
+        return None if v is None else normalise_noms(v)
+
+    @field_validator("crn")
+    @classmethod
+    def _crn(cls, v: str | None) -> str | None:
+        return None if v is None else normalise_crn(v)
+
+    @model_validator(mode="after")
+    def _has_identifier(self) -> Person:
+        if not (self.pnc or self.cro or self.noms or self.crn):
+            raise ValueError("a person needs at least one identifier: pnc, cro, noms or crn")
+        return self
+
+    def identifiers(self) -> dict[str, str]:
+        return {k: v for k, v in (("pnc", self.pnc), ("cro", self.cro), ("noms", self.noms), ("crn", self.crn)) if v}
+
+    @property
+    def log_ref(self) -> str:
+        """An identifier safe to log (never a name or a date of birth)."""
+        for k, v in self.identifiers().items():
+            return f"{k}:{v}"
+        return "-"
+
+
+PrisonId = Annotated[str, Field(min_length=2, max_length=10, pattern=r"^[A-Z0-9]+$")]
+CourtCode = Annotated[str, Field(min_length=1, max_length=20)]
+Reference = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+# --- data payloads, one per event type -------------------------------------------------------------
+
+ReceptionReason = Literal["new", "remand", "recall", "transfer_in", "return_from_court", "rotl_return"]
+ReleaseReason = Literal[
+    "released", "hdc", "licence", "end_of_sentence", "bail", "rotl", "to_court", "transfer", "to_hospital"
+]
+
+
+class ReceptionData(Strict):
+    prison_id: PrisonId
+    reason: ReceptionReason
+
+
+class ReleaseData(Strict):
+    prison_id: PrisonId
+    reason: ReleaseReason
+
+
+class TransferData(Strict):
+    from_prison_id: PrisonId
+    to_prison_id: PrisonId
+
+
+class ReleaseDateSetData(Strict):
+    prison_id: PrisonId
+    release_date: date | None  # null: the date was withdrawn
+    kind: Literal["crd", "ard", "confirmed", "hdc", "parole", "other"]
+
+
+class HdcEligibleData(Strict):
+    prison_id: PrisonId
+    eligibility_date: date
+    decision_due: date | None = None
+
+
+class RotlScheduledData(Strict):
+    prison_id: PrisonId
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime | None = None
+
+
+class BailDecisionData(Strict):
+    court_code: CourtCode
+    decision: Literal["custody", "conditional_bail", "unconditional_bail"]
+
+
+class CourtOutcomeData(Strict):
+    court_code: CourtCode
+    outcome: Literal["conviction", "acquittal", "adjournment", "dismissed", "withdrawn", "committal", "other"]
+    case_ended: bool | None = None
+
+
+class SentenceData(Strict):
+    court_code: CourtCode
+    disposal: Literal["custody", "community", "suspended", "fine", "discharge", "other"]
+    custody_days: int | None = Field(default=None, ge=0, le=100 * 366)
+
+
+class WarrantIssuedData(Strict):
+    warrant_id: Reference
+    court_code: CourtCode
+    kind: Literal["fta", "breach", "recall", "arrest"]
+    backed_for_bail: bool | None = None
+    grade_given: str | None = Field(default=None, max_length=10)
+
+
+class WarrantWithdrawnData(Strict):
+    warrant_id: Reference
+
+
+class BreachReportedData(Strict):
+    order: Literal["community_order", "licence", "bail"]
+
+
+class PoliceData(Strict):
+    force_code: str | None = Field(default=None, max_length=10)
+
+
+class NoData(Strict):
+    pass
+
+
+class SelectedData(Strict):
+    home_bcu: Annotated[str, Field(min_length=1, max_length=40)]
+    strand: str | None = Field(default=None, max_length=60)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+DeselectionReason = Literal["stopped_offending", "moved_area", "long_custody", "two_year_review", "high_harm", "other"]
+
+
+class DeselectedData(Strict):
+    reason: DeselectionReason
+    authority: str | None = Field(default=None, max_length=200)
+
+
+class MovedAreaData(Strict):
+    from_bcu: Annotated[str, Field(min_length=1, max_length=40)]
+    to_bcu: Annotated[str, Field(min_length=1, max_length=40)]
+
+
+# --- the events ------------------------------------------------------------------------------------
+
+
+class EventBase(Strict):
+    id: Reference
+    occurred_at: AwareDatetime
+    source: Annotated[str, Field(min_length=1, max_length=100)]
+    person: Person
+
+    @property
+    def log_ref(self) -> str:
+        return f"event={self.id} type={getattr(self, 'type', '?')}"
+
+
+def _event(type_name: str, data_model: type[BaseModel]) -> type[EventBase]:
+    cls = type(
+        "Event_" + type_name.replace(".", "_"),
+        (EventBase,),
+        {"__annotations__": {"type": Literal[type_name], "data": data_model}},  # type: ignore[valid-type]
+    )
+    return cls
+
+
+DATA_MODELS: dict[str, type[BaseModel]] = {
+    "prison.reception": ReceptionData,
+    "prison.release": ReleaseData,
+    "prison.transfer": TransferData,
+    "prison.release_date_set": ReleaseDateSetData,
+    "prison.hdc_eligible": HdcEligibleData,
+    "prison.rotl_scheduled": RotlScheduledData,
+    "court.bail_decision": BailDecisionData,
+    "court.outcome": CourtOutcomeData,
+    "court.sentence": SentenceData,
+    "warrant.issued": WarrantIssuedData,
+    "warrant.withdrawn": WarrantWithdrawnData,
+    "breach.reported": BreachReportedData,
+    "police.arrest": PoliceData,
+    "police.intelligence": PoliceData,
+    "offence.high_harm": NoData,
+    "register.selected": SelectedData,
+    "register.deselected": DeselectedData,
+    "register.moved_area": MovedAreaData,
+}
+EVENT_TYPES = tuple(DATA_MODELS)
+EVENT_MODELS: dict[str, type[EventBase]] = {t: _event(t, m) for t, m in DATA_MODELS.items()}
+
+
+
+def _build_adapter() -> TypeAdapter[Any]:
+    from typing import Union
+
+    union = Union[tuple(EVENT_MODELS.values())]  # type: ignore[valid-type]  # noqa: UP007
+    return TypeAdapter(Annotated[union, Field(discriminator="type")])
+
+
+EVENT_ADAPTER: TypeAdapter[Any] = _build_adapter()
+
+
+def parse_event(payload: dict[str, Any] | str | bytes) -> EventBase:
+    """Validate one canonical event (dict or JSON). Raises pydantic.ValidationError."""
+    if isinstance(payload, (str, bytes)):
+        return EVENT_ADAPTER.validate_json(payload)  # type: ignore[no-any-return]
+    return EVENT_ADAPTER.validate_python(payload)  # type: ignore[no-any-return]
+
+
+def event_json_schema() -> dict[str, Any]:
+    schema = EVENT_ADAPTER.json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "ppo-alerts canonical event"
+    return schema
+
+
+def london_date(instant: datetime) -> date:
+    from shared.clock import LONDON
+
+    return instant.astimezone(LONDON).date()

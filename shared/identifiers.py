@@ -1,0 +1,81 @@
+"""Identifiers of a person in the justice system, validated and normalised (formats.md §3).
+
+Each parser returns the normal form or raises ValueError with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"  # 23 letters: no I, O, S
+
+_NOMS = re.compile(r"^[A-Z][0-9]{4}[A-Z]{2}$")
+_CRN = re.compile(r"^[A-Z][0-9]{6}$")
+_PNC_SLASH = re.compile(r"^(\d{2}|\d{4})/(\d{1,7})([A-Z])$")
+_PNC_BARE = re.compile(r"^(\d{4})(\d{7})([A-Z])$|^(\d{2})(\d{7})([A-Z])$")
+_CRO = re.compile(r"^(\d{1,6})/(\d{2})([A-Z])$")
+_CRO_SF = re.compile(r"^SF(\d{2})/(\d{1,6})([A-Z])$")
+
+
+def check_letter(number: int) -> str:
+    return CHECK_LETTERS[number % 23]
+
+
+def _full_year(two_digits: int, today: date | None) -> int:
+    this_year = (today or date.today()).year
+    year = 2000 + two_digits
+    return year if year <= this_year else year - 100
+
+
+def normalise_pnc(value: str, today: date | None = None) -> str:
+    """`2004/0012345D`, `04/12345D`, `200400012345D` -> `2004/0012345D`, check character verified."""
+    raw = value.strip().upper().replace(" ", "")
+    if m := _PNC_SLASH.match(raw):
+        year_s, serial_s, letter = m.groups()
+    elif m := _PNC_BARE.match(raw):
+        g = m.groups()
+        year_s, serial_s, letter = (g[0], g[1], g[2]) if g[0] else (g[3], g[4], g[5])
+    else:
+        raise ValueError(f"{value!r} is not a PNC ID (expected YYYY/NNNNNNNC or YY/NNNNNNNC, e.g. 2004/0012345D)")
+    year = int(year_s) if len(year_s) == 4 else _full_year(int(year_s), today)
+    serial = int(serial_s)
+    expected = check_letter(int(f"{year % 100:02d}{serial:07d}"))
+    if letter != expected:
+        raise ValueError(f"{value!r} is not a valid PNC ID: check character is {letter}, expected {expected}")
+    return f"{year:04d}/{serial:07d}{letter}"
+
+
+def normalise_cro(value: str) -> str:
+    """`65656/91H` -> `065656/91H`; `SF91/65656H` -> `SF91/065656H`; check character verified."""
+    raw = value.strip().upper().replace(" ", "")
+    if m := _CRO.match(raw):
+        serial_s, yy, letter = m.groups()
+        normal = f"{int(serial_s):06d}/{yy}{letter}"
+    elif m := _CRO_SF.match(raw):
+        yy, serial_s, letter = m.groups()
+        normal = f"SF{yy}/{int(serial_s):06d}{letter}"
+    else:
+        raise ValueError(f"{value!r} is not a CRO number (expected NNNNNN/YYC or SFYY/NNNNNNC, e.g. 065656/91H)")
+    expected = check_letter(int(f"{yy}{int(serial_s):06d}"))
+    if letter != expected:
+        raise ValueError(f"{value!r} is not a valid CRO number: check character is {letter}, expected {expected}")
+    return normal
+
+
+def normalise_noms(value: str) -> str:
+    raw = value.strip().upper()
+    if not _NOMS.match(raw):
+        raise ValueError(f"{value!r} is not a NOMS number (expected a letter, 4 digits, 2 letters, e.g. A1234BC)")
+    return raw
+
+
+def normalise_crn(value: str) -> str:
+    raw = value.strip().upper()
+    if not _CRN.match(raw):
+        raise ValueError(f"{value!r} is not a CRN (expected a letter and 6 digits, e.g. X123456)")
+    return raw
+
+
+NORMALISERS = {"pnc": normalise_pnc, "cro": normalise_cro, "noms": normalise_noms, "crn": normalise_crn}
+IDENTIFIER_KINDS = ("pnc", "cro", "noms", "crn")

@@ -1,0 +1,99 @@
+"""Obligations: what the product owes someone, by when. The status vocabulary lives here and only here."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Status = Literal["pending", "notified", "acknowledged", "breached", "failed", "cancelled"]
+OPEN_STATUSES: frozenset[str] = frozenset({"pending"})
+TERMINAL_STATUSES: frozenset[str] = frozenset({"notified", "acknowledged", "failed", "cancelled"})
+
+
+class PersonRef(BaseModel):
+    """The person an obligation is about, as the register knows them (for the message; never logged)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    person_id: str  # the register's key for this person
+    pnc: str | None = None
+    cro: str | None = None
+    noms: str | None = None
+    crn: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    date_of_birth: date | None = None
+
+    def identifiers(self) -> dict[str, str]:
+        return {k: v for k, v in (("pnc", self.pnc), ("cro", self.cro), ("noms", self.noms), ("crn", self.crn)) if v}
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: AwareDatetime
+    what: str
+
+
+class Obligation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    obligation_id: str
+    rule: str
+    source_paragraph: str
+    person: PersonRef | None
+    bcu: str | None
+    recipients: list[str]
+    recipient_roles: dict[str, str] = Field(default_factory=dict)  # address -> role
+    send_at: AwareDatetime
+    notify_by: AwareDatetime
+    action_due: AwareDatetime | None = None
+    grade: str | None = None
+    status: Status = "pending"
+    notified_at: AwareDatetime | None = None
+    source_event_ids: list[str] = Field(default_factory=list)
+    raised_at: AwareDatetime
+    occurred_at: AwareDatetime | None = None
+    event_type: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+    replaces: str | None = None
+    cancelled_reason: str | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+    @property
+    def late(self) -> bool:
+        return self.notified_at is not None and self.notified_at > self.notify_by
+
+    def log_ref(self) -> str:
+        return f"obligation={self.obligation_id} rule={self.rule}"
+
+
+def obligation_id(rule: str, subject: str, fact: str) -> str:
+    """Identity = (rule, person, the fact it is about): the same fact from two feeds or a replay is one id."""
+    digest = hashlib.sha256(f"{rule}|{subject}|{fact}".encode()).hexdigest()[:24]
+    return f"{rule}-{digest}"
+
+
+class NotificationRequest(BaseModel):
+    """Send this obligation now (published by rules for immediate rules, by the scheduler for timed ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    obligation: Obligation
+    requested_at: datetime
+
+
+class DeliveryOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    obligation_id: str
+    rule: str
+    recipient: str
+    outcome: Literal["queued", "sent", "temporary-failure", "permanent-failure", "duplicate-suppressed"]
+    at: AwareDatetime
+    detail: str = ""
+    template_version: str = ""
+    message_id: str = ""
