@@ -1,0 +1,67 @@
+"""`ppo-alerts run SERVICE|all`: start services in one asyncio loop until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from typing import Any
+
+from shared.clock import Clock, SystemClock
+from shared.kafka import ensure_topics
+from shared.logs import configure_logging
+from shared.service import RunningService
+from shared.settings import Settings, load_settings
+from shared.topics import Topics
+
+log = logging.getLogger("ppo.run")
+
+
+def build_service(name: str, settings: Settings, clock: Clock) -> tuple[RunningService, Any]:
+    module = importlib.import_module(f"services.{name}.main")
+    return module.build(settings, clock)  # type: ignore[no-any-return]
+
+
+async def start_services(names: list[str], settings: Settings, clock: Clock) -> list[RunningService]:
+    await ensure_topics(settings, Topics(settings.topic_prefix))
+    running: list[RunningService] = []
+    try:
+        for name in names:
+            service, _ = build_service(name, settings, clock)
+            await service.start()
+            running.append(service)
+            log.info("service started", extra={"service": name, "port": service.http.port})
+    except BaseException:
+        await stop_services(running)
+        raise
+    return running
+
+
+async def stop_services(running: list[RunningService]) -> None:
+    for service in reversed(running):
+        try:
+            await service.stop()
+        except Exception:  # keep stopping the others
+            log.exception("service did not stop cleanly", extra={"service": service.name})
+
+
+async def _main(names: list[str]) -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start_services(names, settings, SystemClock())
+    await stop.wait()
+    await stop_services(running)
+
+
+def run_services(names: list[str]) -> int:
+    try:
+        asyncio.run(_main(names))
+    except OSError as exc:
+        print(f"ppo-alerts: cannot start: {exc}")
+        return 1
+    return 0

@@ -1,0 +1,173 @@
+"""Intake: HTTP `POST /v1/events` and the raw Kafka intake topic -> validated canonical events.
+
+Bad input gets a 4xx with what, where and why, and is kept on the dead-letter topic with its reason so it
+can be fixed and replayed. Accepted payloads are published before the HTTP 202 (or the offset commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from services.intake.translate import Translation, translate_many
+from shared import metrics
+from shared.clock import Clock
+from shared.errors import InputRejected
+from shared.events import EventBase
+from shared.kafka import RECEIVED_AT_HEADER, dumps
+from shared.settings import Settings
+from shared.topics import Topics
+
+log = logging.getLogger("ppo.intake")
+
+
+def person_key(event: EventBase) -> bytes:
+    """Partition by person so one person's events stay in order (best identifier first)."""
+    ids = event.person.identifiers()
+    for kind in ("pnc", "noms", "crn", "cro"):
+        if kind in ids:
+            return f"{kind}:{ids[kind]}".encode()
+    return b"-"
+
+
+class RecentIds:
+    """Event ids published lately: a cheap first line of de-duplication (the rules ledger is the real one)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def seen(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            self._ids.move_to_end(event_id)
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return False
+
+
+class IntakeService:
+    def __init__(self, settings: Settings, broker: KafkaBroker, clock: Clock) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.clock = clock
+        self.topics = Topics(settings.topic_prefix)
+        self.recent = RecentIds()
+        self.ready = False
+        broker.subscriber(
+            self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest", ack_policy=AckPolicy.ACK,
+        )(self.on_raw)
+
+    # --- core: one body in, canonical events out ---------------------------------------------------------
+
+    async def accept(self, body: Any, channel: str, received_at: datetime) -> list[str]:
+        translations: list[Translation] = translate_many(body, received_at)  # raises InputRejected
+        accepted: list[str] = []
+        for t in translations:
+            metrics.EVENTS_RECEIVED.labels(format=t.format, channel=channel).inc()
+            for reason in t.ignored:
+                metrics.EVENTS_IGNORED.labels(service="intake", reason=reason).inc()
+            for event in t.events:
+                accepted.append(event.id)
+                if self.recent.seen(event.id):
+                    metrics.EVENTS_IGNORED.labels(service="intake", reason="duplicate-event-id").inc()
+                    continue
+                await self.broker.publish(
+                    dumps(event), self.topics.events, key=person_key(event),
+                    headers={RECEIVED_AT_HEADER: received_at.isoformat()},
+                )
+                metrics.EVENTS_ACCEPTED.labels(event_type=event.type).inc()  # type: ignore[attr-defined]
+                log.info("event accepted", extra={"event_id": event.id, "event_type": event.type,  # type: ignore[attr-defined]
+                                                  "channel": channel})
+        return accepted
+
+    async def dead_letter(self, raw: bytes, channel: str, rejection: InputRejected, agency: str | None) -> None:
+        reason = rejection.reason
+        metrics.EVENTS_REJECTED.labels(channel=channel, reason=_reason_label(reason)).inc()
+        metrics.DEAD_LETTERS.labels(service="intake", reason=_reason_label(reason)).inc()
+        record = {
+            "service": "intake", "channel": channel, "agency": agency, "reason": reason,
+            "problems": rejection.problems, "at": self.clock.now().isoformat(),
+            "payload": raw.decode("utf-8", "replace"),
+        }
+        await self.broker.publish(dumps(record), self.topics.dead_letter)
+        log.warning("payload rejected", extra={"channel": channel, "reason": reason,
+                                               "fields": [p["field"] for p in rejection.problems][:10]})
+
+    # --- Kafka intake --------------------------------------------------------------------------------------
+
+    async def on_raw(self, body: bytes) -> None:
+        now = self.clock.now()
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            await self.dead_letter(body, "kafka", InputRejected("body is not JSON", [
+                {"field": "(body)", "problem": str(exc)[:200]}]), None)
+            return
+        try:
+            await self.accept(payload, "kafka", now)
+        except InputRejected as exc:
+            await self.dead_letter(body, "kafka", exc, None)
+
+    # --- HTTP intake -----------------------------------------------------------------------------------------
+
+    def authenticate(self, request: Request) -> str | None:
+        """The agency behind a bearer token; tokens are configured as sha256 hex, compared in constant time."""
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return "anonymous" if self.settings.intake_allow_anonymous else None
+        digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
+        agency = None
+        for stored, name in self.settings.intake_tokens.items():
+            if hmac.compare_digest(stored.lower(), digest):
+                agency = name
+        return agency
+
+    async def post_events(self, request: Request) -> JSONResponse:
+        agency = self.authenticate(request)
+        if agency is None:
+            return _error(401, "missing or unknown bearer token")
+        length = request.headers.get("content-length")
+        limit = self.settings.intake_max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            return _error(413, f"body larger than {limit} bytes")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                return _error(413, f"body larger than {limit} bytes")
+        now = self.clock.now()
+        try:
+            try:
+                payload = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise InputRejected("body is not JSON", [{"field": "(body)", "problem": str(exc)[:200]}]) from None
+            accepted = await self.accept(payload, "http", now)
+        except InputRejected as exc:
+            await self.dead_letter(raw, "http", exc, agency)
+            return JSONResponse(exc.as_dict(), status_code=422 if exc.problems else 400)
+        return JSONResponse({"accepted": accepted}, status_code=202)
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/events", self.post_events, methods=["POST"])]
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "problems": []}, status_code=status)
+
+
+def _reason_label(reason: str) -> str:
+    """Bounded label values: the reason's first words, no input echoed."""
+    return reason.split(":")[0][:40]
