@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--start")
     sim.add_argument("--out", required=True)
 
+    demo = sub.add_parser("demo", help="everything locally: Kafka, mail sink, services, a sample replay")
+    demo.add_argument("--dir", default=".run", help="working folder (emptied first)")
+    demo.add_argument("--exit-after", type=float, default=None, help="stop after N seconds (default: Ctrl-C)")
+
     kafka = sub.add_parser("kafka", help="the local Apache Kafka used for development and tests")
     kafka.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -34,10 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         from ppo_alerts.simulate import main_simulate
 
         return main_simulate(args)
+    if args.command == "demo":
+        from ppo_alerts.demo import main_demo
+
+        return main_demo(args)
     if args.command == "kafka":
         from ppo_alerts.localkafka import main as kafka_main
 
-        return kafka_main(args.args)
+        return kafka_main(args.args, prog="ppo-alerts kafka")
     if args.command == "run":
         from ppo_alerts.runner import run_services
 

@@ -1,0 +1,29 @@
+"""Shared pytest fixtures. Others append their fixtures below; keep each block self-contained."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ppo_alerts.localkafka import LocalKafka
+
+# --------------------------------------------------------------------------- local Kafka
+# One real broker (KRaft, 127.0.0.1, free port) for the whole session, started only when a test
+# asks for `kafka_bootstrap` or `local_kafka`. Tests that kill()/stop() it must restart() it
+# before they end; restart() keeps the port (so the bootstrap string stays valid) and the data.
+
+
+@pytest.fixture(scope="session")
+def local_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    kafka = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_kafka: LocalKafka) -> str:
+    return local_kafka.bootstrap
