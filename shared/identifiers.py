@@ -12,10 +12,10 @@ CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"  # 23 letters: no I, O, S
 
 _NOMS = re.compile(r"^[A-Z][0-9]{4}[A-Z]{2}$")
 _CRN = re.compile(r"^[A-Z][0-9]{6}$")
-_PNC_SLASH = re.compile(r"^(\d{2}|\d{4})/(\d{1,7})([A-Z])$")
-_PNC_BARE = re.compile(r"^(\d{4})(\d{7})([A-Z])$|^(\d{2})(\d{7})([A-Z])$")
-_CRO = re.compile(r"^(\d{1,6})/(\d{2})([A-Z])$")
-_CRO_SF = re.compile(r"^SF(\d{2})/(\d{1,6})([A-Z])$")
+_PNC_SLASH = re.compile(r"^([0-9]{2}|[0-9]{4})/([0-9]{1,7})([A-Z])$")
+_PNC_BARE = re.compile(r"^([0-9]{4})([0-9]{7})([A-Z])$|^([0-9]{2})([0-9]{7})([A-Z])$")
+_CRO = re.compile(r"^([0-9]{1,6})/([0-9]{2})([A-Z])$")
+_CRO_SF = re.compile(r"^SF([0-9]{2})/([0-9]{1,6})([A-Z])$")
 
 
 def check_letter(number: int) -> str:
@@ -29,7 +29,7 @@ def _full_year(two_digits: int, today: date | None) -> int:
 
 
 def normalise_pnc(value: str, today: date | None = None) -> str:
-    """`2004/0012345D`, `04/12345D`, `200400012345D` -> `2004/0012345D`, check character verified."""
+    """`2004/0012345D`, `04/12345D`, `20040012345D` -> `2004/0012345D`, check character verified."""
     raw = value.strip().upper().replace(" ", "")
     if m := _PNC_SLASH.match(raw):
         year_s, serial_s, letter = m.groups()

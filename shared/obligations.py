@@ -70,6 +70,18 @@ class Obligation(BaseModel):
     def log_ref(self) -> str:
         return f"obligation={self.obligation_id} rule={self.rule}"
 
+    def record_acceptance(self, at: datetime) -> None:
+        """The mail server accepted the message: `notified`, or `breached` when it was after notify_by."""
+        self.notified_at = at
+        self.status = "breached" if at > self.notify_by else "notified"
+        self.history.append(HistoryEntry(
+            at=at, what="accepted by the mail server" + (" after its deadline" if self.status == "breached" else "")))
+
+    def record_failure(self, at: datetime, why: str) -> None:
+        """Every recipient refused permanently: `failed` (escalated at once)."""
+        self.status = "failed"
+        self.history.append(HistoryEntry(at=at, what=f"failed: {why}"))
+
 
 def obligation_id(rule: str, subject: str, fact: str) -> str:
     """Identity = (rule, person, the fact it is about): the same fact from two feeds or a replay is one id."""

@@ -20,6 +20,10 @@ CSV_COLUMNS = (
     "home_bcu", "strand", "selected_on", "reason", "deselected_on",
 )
 
+# Added to the contract's columns (optional on import) so an export and re-import keep why and on whose
+# authority someone was de-selected: C4 depends on the reason `long_custody`.
+OPTIONAL_COLUMNS = ("deselection_reason", "deselection_authority")
+
 
 class RegisterError(Exception):
     """A register file or change that cannot be applied; says which line and why."""
@@ -130,19 +134,23 @@ class Register:
                     return self._entries[pid]
         return None
 
-    def put(self, entry: RegisterEntry) -> None:
-        """Insert or replace an entry (e.g. a snapshot read from the register topic)."""
-        old = self._entries.get(entry.person_id)
-        if old is not None:
-            for kind, value in old.identifiers.items():
-                self._index.pop((kind, value), None)
-        for kind, value in entry.identifiers.items():
+    def check_identifiers_free(self, identifiers: dict[str, str], person_id: str) -> None:
+        """Refuse identifiers that already belong to someone else (same PNC, different NOMS...)."""
+        for kind, value in identifiers.items():
             holder = self._index.get((kind, value))
-            if holder is not None and holder != entry.person_id:
+            if holder is not None and holder != person_id:
                 raise RegisterError(
                     f"{kind.upper()} {value} already belongs to register entry {holder}; "
-                    f"cannot also give it to {entry.person_id}"
+                    f"cannot also give it to {person_id}"
                 )
+
+    def put(self, entry: RegisterEntry) -> None:
+        """Insert or replace an entry (e.g. a snapshot read from the register topic). Checked before changed."""
+        self.check_identifiers_free(entry.identifiers, entry.person_id)
+        stale = [k for k, pid in self._index.items() if pid == entry.person_id] if entry.person_id in self._entries \
+            else []
+        for key in stale:
+            del self._index[key]
         for kind, value in entry.identifiers.items():
             self._index[(kind, value)] = entry.person_id
         self._entries[entry.person_id] = entry
@@ -157,7 +165,9 @@ class Register:
             entry = RegisterEntry(person_id_for(identifiers), dict(identifiers), given_name, family_name,
                                   date_of_birth)
         else:
-            entry.identifiers = {**identifiers, **entry.identifiers}
+            merged = {**identifiers, **entry.identifiers}
+            self.check_identifiers_free(merged, entry.person_id)
+            entry.identifiers = merged
             entry.given_name = entry.given_name or given_name
             entry.family_name = entry.family_name or family_name
             entry.date_of_birth = entry.date_of_birth or date_of_birth
@@ -185,8 +195,8 @@ class Register:
         if current.start == day:
             entry.periods[idx] = replace(current, home_bcu=to_bcu)
         else:
-            entry.periods[idx] = replace(current, end=day, end_reason="moved_area")
-            entry.periods.insert(idx + 1, replace(current, start=day, home_bcu=to_bcu, end_reason=None))
+            entry.periods[idx] = replace(current, end=day, end_reason="moved_area", authority=None)
+            entry.periods.insert(idx + 1, replace(current, start=day, home_bcu=to_bcu))
         self.put(entry)
         return True
 
@@ -200,7 +210,8 @@ class Register:
         if missing:
             raise RegisterError(f"{origin}: header is missing column(s) {', '.join(missing)}")
         problems: list[str] = []
-        for line_no, row in enumerate(reader, start=2):
+        for row in reader:
+            line_no = reader.line_num
             try:
                 register._add_row(row)
             except (RegisterError, ValueError) as exc:
@@ -240,14 +251,15 @@ class Register:
         if deselected is not None and deselected < selected:
             raise RegisterError(f"deselected_on {deselected} is before selected_on {selected}")
         dob = _date(cell("date_of_birth"), "date_of_birth")
-        period = Period(selected, deselected, home_bcu, cell("strand"), cell("reason"),
-                        "other" if deselected else None)
+        end_reason = cell("deselection_reason") or ("other" if deselected else None)
+        period = Period(selected, deselected, home_bcu, cell("strand"), cell("reason"), end_reason,
+                        cell("deselection_authority"))
         entry = self.find(identifiers)
         if entry is None:
             entry = RegisterEntry(person_id_for(identifiers), identifiers, cell("given_name"),
                                   cell("family_name"), dob, [period])
         else:
-            if any(p.covers(selected) for p in entry.periods):
+            if any(_overlap(p, period) for p in entry.periods):
                 raise RegisterError("overlaps an earlier row for the same person")
             entry.periods.append(period)
             entry.periods.sort(key=lambda p: p.start)
@@ -256,7 +268,7 @@ class Register:
     def to_csv_text(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow((*CSV_COLUMNS, *OPTIONAL_COLUMNS))
         for e in self._entries.values():
             for p in e.periods:
                 writer.writerow([
@@ -264,8 +276,13 @@ class Register:
                     e.identifiers.get("crn", ""), e.given_name or "", e.family_name or "",
                     e.date_of_birth.isoformat() if e.date_of_birth else "", p.home_bcu, p.strand or "",
                     p.start.isoformat(), p.reason or "", p.end.isoformat() if p.end else "",
+                    p.end_reason or "" if p.end else "", p.authority or "",
                 ])
         return out.getvalue()
+
+
+def _overlap(a: Period, b: Period) -> bool:
+    return (a.end is None or b.start < a.end) and (b.end is None or a.start < b.end)
 
 
 def _date(value: str | None, name: str, required: bool = False) -> date | None:

@@ -326,7 +326,5 @@ class Ledger:
     # --- outcomes ----------------------------------------------------------------------------------------
 
     def mark_sent(self, o: Obligation, at: datetime) -> Obligation:
-        o.notified_at = at
-        o.status = "breached" if at > o.notify_by else "notified"
-        _note(o, at, "accepted by the mail server" + (" after its deadline" if o.status == "breached" else ""))
+        o.record_acceptance(at)
         return o

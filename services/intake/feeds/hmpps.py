@@ -1,0 +1,501 @@
+"""HMPPS domain events (formats.md §1) → canonical events (formats.md §6).
+
+Accepted envelopes: the bare event (`eventType`, `occurredAt`, `additionalInformation`, `personReference`)
+and the AWS SNS notification that wraps it (`{"Type": "Notification", "Message": "<event JSON>"}`); problems
+in a wrapped event are reported as `Message.<field>`.
+
+Mapping (the table in formats.md §6, plus the decisions below):
+
+* `prison-offender-events.prisoner.received` and `prisoner-offender-search.prisoner.received`
+  → `prison.reception` (prison = `prisonId`, T = `occurredAt`, person = NOMS):
+  `ADMISSION`, `NEW_ADMISSION`, `READMISSION`, `READMISSION_SWITCH_BOOKING` → `new`, or `recall` when
+  `nomisMovementReasonCode` is `L`, `Y` or `B`, or `remand` when it is `N` (the immediate
+  prisoner-offender-search feed carries no movement code, so it always says `new`: the rules treat
+  `new`/`remand`/`recall` alike for A1); `TRANSFERRED` → `transfer_in`; `RETURN_FROM_COURT` →
+  `return_from_court`; `TEMPORARY_ABSENCE_RETURN` → `rotl_return`.
+* `prison-offender-events.prisoner.released` and `prisoner-offender-search.prisoner.released`
+  → `prison.release`: `RELEASED` → `released`, `TEMPORARY_ABSENCE_RELEASE` → `rotl`, `SENT_TO_COURT` →
+  `to_court`, `TRANSFERRED` → `transfer`, `RELEASED_TO_HOSPITAL` → `to_hospital`.
+* Any other reason (`UNKNOWN`, `POST_MERGE_ADMISSION`, missing, unrecognised) is accepted with the ignored
+  reason `hmpps:reason:<REASON>` for reasons formats.md names, else `hmpps:reason:unrecognised`
+  (or `hmpps:reason:missing`), so the vocabulary stays bounded.
+* `create-and-vary-a-licence.hdc-licence.activated` → `prison.release` reason `hdc` when the event has a
+  NOMS number and an `additionalInformation.prisonId`; otherwise ignored (`hmpps:hdc-licence:no-noms`,
+  `hmpps:hdc-licence:no-prison-id`). The rules key A7 on the London day of the release, so the same
+  release also reported by `prisoner.released` is one obligation.
+* `calculate-release-dates.prisoner.changed` and `prison-offender-events.prisoner.sentence-dates-changed`
+  carry no dates in the published feeds (they say "look it up"), so they are ignored
+  (`hmpps:release-dates:no-dates`) unless `additionalInformation` states dates. Then, one event per date
+  stated, in this order (the rules keep one pending 28-day notice per person, replaced by the latest, so
+  the most authoritative date goes last):
+  `releaseDate` → `prison.release_date_set` kind `other`; `conditionalReleaseDate` → `crd`;
+  `automaticReleaseDate` → `ard`; `actualParoleDate` → `parole`; `homeDetentionCurfewActualDate` → `hdc`;
+  `confirmedReleaseDate` → `confirmed`; and `homeDetentionCurfewEligibilityDate` → `prison.hdc_eligible`
+  (`eligibility_date`). `releaseOnTemporaryLicenceDate` is a date without a time, which cannot make the
+  `starts_at` instant of `prison.rotl_scheduled`, so it is not mapped. A date key present but null/empty
+  is "not stated", except that when every date key present is null/empty the payload says the date was
+  withdrawn: one `prison.release_date_set` with `release_date` null (kind of the most authoritative key
+  present). Prison = `additionalInformation.prisonId`; without it the event is ignored
+  (`hmpps:release-dates:no-prison-id`). A date that does not parse is a problem; the others still count.
+* A small set of event types named in formats.md §1 that carry nothing the rules can use yet
+  (licence activation/inactivation, ROTL lifecycle, probation registrations) → `hmpps:event-type-not-mapped`;
+  every other event type → `hmpps:unknown-event-type`. Neither is ever rejected, and nothing else in such
+  an event is looked at.
+
+Identifiers: `additionalInformation.nomsNumber` and `personReference.identifiers[]` whose `type` matches,
+ignoring case and punctuation, `NOMS`/`nomsNumber`/`nomsId`/`prisonerNumber` (→ noms), `CRN` (→ crn),
+`PNC`/`pncNumber`/`pncId` (→ pnc), `CRO`/`croNumber` (→ cro); other types (`PERSON`, ...) are tolerated.
+When two values of one kind disagree the first (additionalInformation first) is used and a problem is noted.
+An invalid identifier is a problem; a mapped event with no usable identifier is rejected.
+
+Ids: HMPPS events carry none, so the canonical id is `hmpps:` + the first 32 hex digits of the SHA-256 of
+(event type, `occurredAt` in UTC, the NOMS number (or the first identifier), the feed's reason and, for
+release dates, the date field). A re-published movement gets the same id; the two feeds (immediate and
+delayed) give different ids for one movement, and the rules engine de-duplicates that by fact.
+`source` is `HMPPS:` + the event type's producer prefix, e.g. `HMPPS:prison-offender-events`.
+`occurredAt` must carry an offset: a naive one rejects the event, as does a mapped event without a usable
+`prisonId`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.intake.feeds import FeedResult, decode_json, digest, identifier_problem, parse_instant
+from shared.errors import InputRejected, problems_of
+from shared.events import EVENT_MODELS
+from shared.identifiers import NORMALISERS
+
+FORMAT = "hmpps"
+
+RECEIVED = frozenset(
+    {"prison-offender-events.prisoner.received", "prisoner-offender-search.prisoner.received"}
+)
+RELEASED = frozenset(
+    {"prison-offender-events.prisoner.released", "prisoner-offender-search.prisoner.released"}
+)
+RELEASE_DATES = frozenset(
+    {"calculate-release-dates.prisoner.changed", "prison-offender-events.prisoner.sentence-dates-changed"}
+)
+HDC_ACTIVATED = "create-and-vary-a-licence.hdc-licence.activated"
+NOT_MAPPED = frozenset(
+    {
+        "create-and-vary-a-licence.licence.activated",
+        "create-and-vary-a-licence.licence.inactivated",
+        "create-and-vary-a-licence.hdc-licence.inactivated",
+        "person.temporary-absence.scheduled",
+        "person.temporary-absence.started",
+        "person.temporary-absence.completed",
+        "person.temporary-absence.cancelled",
+        "probation-case.registration.added",
+    }
+)
+
+ADMISSIONS = frozenset({"ADMISSION", "NEW_ADMISSION", "READMISSION", "READMISSION_SWITCH_BOOKING"})
+RECEPTION_REASONS = {
+    "TRANSFERRED": "transfer_in",
+    "RETURN_FROM_COURT": "return_from_court",
+    "TEMPORARY_ABSENCE_RETURN": "rotl_return",
+}
+RELEASE_REASONS = {
+    "RELEASED": "released",
+    "TEMPORARY_ABSENCE_RELEASE": "rotl",
+    "SENT_TO_COURT": "to_court",
+    "TRANSFERRED": "transfer",
+    "RELEASED_TO_HOSPITAL": "to_hospital",
+}
+RECALL_CODES = frozenset({"L", "Y", "B"})
+REMAND_CODES = frozenset({"N"})
+# Every reason formats.md names: an ignored reason is reported by name only if it is one of these.
+KNOWN_REASONS = frozenset(
+    ADMISSIONS | RECEPTION_REASONS.keys() | RELEASE_REASONS.keys() | {"UNKNOWN", "POST_MERGE_ADMISSION"}
+)
+
+IDENTIFIER_TYPES = {
+    "noms": "noms",
+    "nomsnumber": "noms",
+    "nomsid": "noms",
+    "prisonernumber": "noms",
+    "crn": "crn",
+    "crnnumber": "crn",
+    "pnc": "pnc",
+    "pncnumber": "pnc",
+    "pncid": "pnc",
+    "cro": "cro",
+    "cronumber": "cro",
+}
+_NOT_LETTERS = re.compile(r"[^a-z]")
+_PRISON_ID = re.compile(r"^[A-Z0-9]{2,10}$")
+MAX_IDENTIFIERS = 50
+
+# (additionalInformation key, release_date_set kind), least authoritative first.
+RELEASE_DATE_FIELDS = (
+    ("releaseDate", "other"),
+    ("conditionalReleaseDate", "crd"),
+    ("automaticReleaseDate", "ard"),
+    ("actualParoleDate", "parole"),
+    ("homeDetentionCurfewActualDate", "hdc"),
+    ("confirmedReleaseDate", "confirmed"),
+)
+HDC_ELIGIBILITY_FIELD = "homeDetentionCurfewEligibilityDate"
+
+_RECEPTION = EVENT_MODELS["prison.reception"]
+_RELEASE = EVENT_MODELS["prison.release"]
+_RELEASE_DATE_SET = EVENT_MODELS["prison.release_date_set"]
+_HDC_ELIGIBLE = EVENT_MODELS["prison.hdc_eligible"]
+
+
+def is_sns_notification(payload: dict[str, Any]) -> bool:
+    return payload.get("Type") == "Notification" and "Message" in payload
+
+
+def looks_like_hmpps(payload: dict[str, Any]) -> bool:
+    return "eventType" in payload or is_sns_notification(payload)
+
+
+def unwrap(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The domain event and the prefix its problems are reported under (`Message.` when SNS-wrapped)."""
+    if not is_sns_notification(payload):
+        return payload, ""
+    message = payload.get("Message")
+    if not isinstance(message, str):
+        raise InputRejected(
+            "invalid SNS notification", [{"field": "Message", "problem": "must be a JSON string"}]
+        )
+    event = decode_json(message, "Message")
+    if not isinstance(event, dict):
+        raise InputRejected(
+            "invalid SNS notification",
+            [{"field": "Message", "problem": "must hold a JSON object (an HMPPS domain event)"}],
+        )
+    if "eventType" not in event:
+        raise InputRejected(
+            "invalid SNS notification",
+            [{"field": "Message.eventType", "problem": "required: the message is not an HMPPS domain event"}],
+        )
+    return event, "Message."
+
+
+def translate(payload: dict[str, Any], received_at: datetime) -> FeedResult:
+    """One HMPPS domain event, bare or SNS-wrapped."""
+    event, prefix = unwrap(payload)
+    raw_type = event.get("eventType")
+    event_type = raw_type.strip() if isinstance(raw_type, str) else ""  # however long: unknown, not invalid
+    if not event_type:
+        raise InputRejected(
+            "invalid HMPPS domain event",
+            [{"field": f"{prefix}eventType", "problem": "required: a non-empty string"}],
+        )
+    res = FeedResult()
+    if event_type in RECEIVED or event_type in RELEASED:
+        _movement(event, event_type, prefix, res)
+    elif event_type in RELEASE_DATES:
+        _release_dates(event, event_type, prefix, res)
+    elif event_type == HDC_ACTIVATED:
+        _hdc_activated(event, event_type, prefix, res)
+    elif event_type in NOT_MAPPED:
+        res.ignored.append("hmpps:event-type-not-mapped")
+    else:
+        res.ignored.append("hmpps:unknown-event-type")
+    return res.finish()
+
+
+# --- the mapped event types -------------------------------------------------------------------------
+
+
+def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResult) -> None:
+    info = _info(event, prefix)
+    raw_reason = info.get("reason")
+    feed_reason = raw_reason.strip().upper() if isinstance(raw_reason, str) else ""
+    received = event_type in RECEIVED
+    if received:
+        if feed_reason in ADMISSIONS:
+            code = info.get("nomisMovementReasonCode")
+            code = code.strip().upper() if isinstance(code, str) else ""
+            reason = "recall" if code in RECALL_CODES else "remand" if code in REMAND_CODES else "new"
+        else:
+            reason = RECEPTION_REASONS.get(feed_reason, "")
+    else:
+        reason = RELEASE_REASONS.get(feed_reason, "")
+    if not reason:
+        res.ignored.append(_ignored_reason(raw_reason, feed_reason))
+        return
+    occurred_at = _occurred_at(event, prefix)
+    prison_id = _prison_id(info, prefix)
+    person, key = _person(event, info, prefix, res, required=True)
+    model = _RECEPTION if received else _RELEASE
+    _emit(
+        res,
+        model,
+        {
+            "id": "hmpps:" + digest(event_type, occurred_at.astimezone(UTC).isoformat(), key, feed_reason),
+            "type": "prison.reception" if received else "prison.release",
+            "occurred_at": occurred_at,
+            "source": _source(event_type),
+            "person": person,
+            "data": {"prison_id": prison_id, "reason": reason},
+        },
+        prefix,
+    )
+
+
+def _hdc_activated(event: dict[str, Any], event_type: str, prefix: str, res: FeedResult) -> None:
+    info = _info(event, prefix)
+    person, key = _person(event, info, prefix, res, required=False)
+    if person is None or "noms" not in person:
+        res.ignored.append("hmpps:hdc-licence:no-noms")
+        return
+    prison_id = _optional_prison_id(info, prefix, res)
+    if prison_id is None:
+        res.ignored.append("hmpps:hdc-licence:no-prison-id")
+        return
+    occurred_at = _occurred_at(event, prefix)
+    _emit(
+        res,
+        _RELEASE,
+        {
+            "id": "hmpps:" + digest(event_type, occurred_at.astimezone(UTC).isoformat(), key, "hdc"),
+            "type": "prison.release",
+            "occurred_at": occurred_at,
+            "source": _source(event_type),
+            "person": person,
+            "data": {"prison_id": prison_id, "reason": "hdc"},
+        },
+        prefix,
+    )
+
+
+def _release_dates(event: dict[str, Any], event_type: str, prefix: str, res: FeedResult) -> None:
+    info = _info(event, prefix)
+    stated: list[tuple[str, str, date]] = []  # (field, kind, date)
+    cleared: list[tuple[str, str]] = []
+    eligibility: date | None = None
+    for key, kind in (*RELEASE_DATE_FIELDS, (HDC_ELIGIBILITY_FIELD, "")):
+        if key not in info:
+            continue
+        value = info[key]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if kind:
+                cleared.append((key, kind))
+            continue
+        parsed = _date(value)
+        if parsed is None:
+            res.problem(f"{prefix}additionalInformation.{key}", "not an ISO date (expected e.g. 2026-07-15)")
+        elif kind:
+            stated.append((key, kind, parsed))
+        else:
+            eligibility = parsed
+    if not stated and eligibility is None and not cleared:
+        res.ignored.append("hmpps:release-dates:no-dates")
+        return
+    prison_id = _optional_prison_id(info, prefix, res)
+    if prison_id is None:
+        res.ignored.append("hmpps:release-dates:no-prison-id")
+        return
+    occurred_at = _occurred_at(event, prefix)
+    person, person_key = _person(event, info, prefix, res, required=True)
+    instant = occurred_at.astimezone(UTC).isoformat()
+    source = _source(event_type)
+    if stated:
+        for key, kind, day in stated:
+            _emit(
+                res,
+                _RELEASE_DATE_SET,
+                {
+                    "id": "hmpps:" + digest(event_type, instant, person_key, key, day.isoformat()),
+                    "type": "prison.release_date_set",
+                    "occurred_at": occurred_at,
+                    "source": source,
+                    "person": person,
+                    "data": {"prison_id": prison_id, "release_date": day, "kind": kind},
+                },
+                prefix,
+            )
+    elif cleared and eligibility is None:
+        key, kind = cleared[-1]
+        _emit(
+            res,
+            _RELEASE_DATE_SET,
+            {
+                "id": "hmpps:" + digest(event_type, instant, person_key, key, "withdrawn"),
+                "type": "prison.release_date_set",
+                "occurred_at": occurred_at,
+                "source": source,
+                "person": person,
+                "data": {"prison_id": prison_id, "release_date": None, "kind": kind},
+            },
+            prefix,
+        )
+    if eligibility is not None:
+        _emit(
+            res,
+            _HDC_ELIGIBLE,
+            {
+                "id": "hmpps:"
+                + digest(event_type, instant, person_key, HDC_ELIGIBILITY_FIELD, eligibility.isoformat()),
+                "type": "prison.hdc_eligible",
+                "occurred_at": occurred_at,
+                "source": source,
+                "person": person,
+                "data": {"prison_id": prison_id, "eligibility_date": eligibility},
+            },
+            prefix,
+        )
+
+
+# --- pieces ------------------------------------------------------------------------------------------
+
+
+def _ignored_reason(raw: Any, reason: str) -> str:
+    if raw is None or not reason:
+        return "hmpps:reason:missing"
+    return f"hmpps:reason:{reason}" if reason in KNOWN_REASONS else "hmpps:reason:unrecognised"
+
+
+def _source(event_type: str) -> str:
+    return "HMPPS:" + event_type.split(".", 1)[0][:90]
+
+
+def _info(event: dict[str, Any], prefix: str) -> dict[str, Any]:
+    info = event.get("additionalInformation")
+    if info is None:
+        return {}
+    if not isinstance(info, dict):
+        raise InputRejected(
+            "invalid HMPPS domain event",
+            [{"field": f"{prefix}additionalInformation", "problem": "must be an object"}],
+        )
+    return info
+
+
+def _occurred_at(event: dict[str, Any], prefix: str) -> datetime:
+    try:
+        return parse_instant(event.get("occurredAt"))
+    except ValueError as exc:
+        raise InputRejected(
+            "invalid HMPPS domain event", [{"field": f"{prefix}occurredAt", "problem": str(exc)}]
+        ) from None
+
+
+def _clean_prison_id(info: dict[str, Any]) -> str | None:
+    value = info.get("prisonId")
+    if not isinstance(value, str):
+        return None
+    value = value.strip().upper()
+    return value if _PRISON_ID.match(value) else None
+
+
+def _prison_id(info: dict[str, Any], prefix: str) -> str:
+    prison_id = _clean_prison_id(info)
+    if prison_id is None:
+        problem = (
+            "required: a prison code such as LEI"
+            if info.get("prisonId") in (None, "")
+            else "not a prison code (2-10 letters or digits, e.g. LEI)"
+        )
+        raise InputRejected(
+            "invalid HMPPS domain event",
+            [{"field": f"{prefix}additionalInformation.prisonId", "problem": problem}],
+        )
+    return prison_id
+
+
+def _optional_prison_id(info: dict[str, Any], prefix: str, res: FeedResult) -> str | None:
+    prison_id = _clean_prison_id(info)
+    if prison_id is None and info.get("prisonId") not in (None, ""):
+        res.problem(
+            f"{prefix}additionalInformation.prisonId", "not a prison code (2-10 letters or digits, e.g. LEI)"
+        )
+    return prison_id
+
+
+def _date(value: Any) -> date | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _identifier_candidates(
+    event: dict[str, Any], info: dict[str, Any], prefix: str
+) -> list[tuple[str, Any, str]]:
+    out: list[tuple[str, Any, str]] = []
+    if "nomsNumber" in info and info["nomsNumber"] not in (None, ""):
+        out.append(("noms", info["nomsNumber"], f"{prefix}additionalInformation.nomsNumber"))
+    ref = event.get("personReference")
+    ids = ref.get("identifiers") if isinstance(ref, dict) else None
+    if isinstance(ids, list):
+        for i, item in enumerate(ids[:MAX_IDENTIFIERS]):
+            if not isinstance(item, dict):
+                continue
+            kind_raw = item.get("type")
+            if not isinstance(kind_raw, str) or len(kind_raw) > 40:
+                continue
+            kind = IDENTIFIER_TYPES.get(_NOT_LETTERS.sub("", kind_raw.lower()))
+            if kind is None or item.get("value") in (None, ""):
+                continue  # unknown identifier types are normal
+            out.append((kind, item.get("value"), f"{prefix}personReference.identifiers[{i}].value"))
+    return out
+
+
+def _person(
+    event: dict[str, Any], info: dict[str, Any], prefix: str, res: FeedResult, required: bool
+) -> tuple[dict[str, str] | None, str]:
+    """The person's normalised identifiers and the one used in the event id.
+
+    Rejects when `required` and none is usable; otherwise returns (None, "") and notes the problems.
+    """
+    found: dict[str, str] = {}
+    seen_raw: dict[str, str] = {}  # raw value -> kind already normalised (the same NOMS twice is common)
+    rejected: list[dict[str, str]] = []
+    for kind, raw, where in _identifier_candidates(event, info, prefix):
+        if not isinstance(raw, str):
+            rejected.append({"field": where, "problem": "must be a string"})
+            continue
+        if seen_raw.get(raw) == kind:
+            continue
+        try:
+            value = NORMALISERS[kind](raw)
+        except ValueError as exc:
+            rejected.append({"field": where, "problem": identifier_problem(exc, raw)})
+            continue
+        seen_raw[raw] = kind
+        if kind not in found:
+            found[kind] = value
+        elif found[kind] != value:
+            res.problem(
+                where, f"differs from the {kind} number given earlier in the event; the first is used"
+            )
+    if not found and required:
+        problems = rejected or [
+            {
+                "field": f"{prefix}additionalInformation.nomsNumber",
+                "problem": "required: no NOMS number or other identifier in the event",
+            }
+        ]
+        raise InputRejected("HMPPS domain event names no usable identifier", problems)
+    for p in rejected:
+        res.problem(p["field"], p["problem"])
+    if not found:
+        return None, ""
+    return found, found.get("noms") or next(iter(found.values()))
+
+
+def _emit(res: FeedResult, model: Any, fields: dict[str, Any], prefix: str) -> None:
+    try:
+        res.events.append(model.model_validate(fields))
+    except (
+        ValidationError
+    ) as exc:  # a translated value the canonical model refuses: say so, in canonical terms
+        raise InputRejected(
+            "HMPPS domain event cannot be translated", problems_of(exc, f"{prefix}(translated) ")
+        ) from None
