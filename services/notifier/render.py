@@ -1,0 +1,564 @@
+"""Rendering a notification: pure, no I/O after start-up, `now` passed in.
+
+One Jinja2 environment is built per `Renderer` (StrictUndefined, HTML autoescape, templates loaded from
+the package and compiled once at construction). Each rule of the rule book has a text and an HTML
+template under `templates/rules/`; both extend a shared layout (`templates/base.txt.j2`,
+`templates/base.html.j2`); escalations use `templates/escalation.*.j2`.
+
+Guarantees of a `RenderedMessage` (each failure is a `RenderError`, which the pipeline records as a
+permanent failure with its reason):
+- no CR or LF in the recipient, sender or subject (`HeaderInjectionRefused`): header injection is impossible;
+- nothing over `max_message_bytes` (default 1 MB) (`MessageTooLarge`);
+- for a court recipient (role `court`, or flagged by the caller), the words "PPO", "prolific" and
+  "priority offender" appear nowhere in the subject, the bodies, the acknowledgement link, the From header or
+  any other header (`CourtDisclosureRefused`): PPO status is never revealed to a sentencer (001 §6.3, §7.2);
+- a Message-ID derived only from (delivery key, recipient), so a re-send is recognisably the same message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+import jinja2
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
+
+from shared.clock import LONDON
+from shared.obligations import Obligation
+
+__all__ = [
+    "COURT_FORBIDDEN",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "RULES",
+    "CourtDisclosureRefused",
+    "HeaderInjectionRefused",
+    "MessageTooLarge",
+    "RenderError",
+    "RenderedMessage",
+    "Renderer",
+    "TemplateFailed",
+    "UnknownRule",
+    "delivery_key",
+    "format_london",
+    "message_id_for",
+    "validate_address",
+]
+
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+
+RULES: tuple[str, ...] = (
+    "A1",
+    "A2",
+    "A3",
+    "A4",
+    "A5",
+    "A6",
+    "A7",
+    "A8",
+    "B1",
+    "B2",
+    "B3",
+    "B4",
+    "B5",
+    "B6",
+    "B8",
+    "C1",
+    "C2",
+    "C3",
+    "C4",
+    "C5",
+    "C6",
+    "C7",
+)
+ESCALATION = "escalation"
+
+# "PPO"/"PPOs" as a word of its own (also inside ppo-alerts, X-PPO-, ppo_list), but not "support" or
+# "opportunity"; "prolific" anywhere; "priority offender(s)" with any spacing or a hyphen.
+COURT_FORBIDDEN = re.compile(r"(?<![a-z])ppos?(?![a-z])|prolific|priority[\s_-]*offender", re.IGNORECASE)
+
+_CRLF = re.compile(r"[\r\n]")
+_ADDRESS = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+# The rule in plain words: (for police, probation, youth offending teams and coordinators; for a court).
+RULE_SUMMARIES: dict[str, tuple[str, str]] = {
+    "A1": (
+        "A Prolific and Priority Offender (PPO) has been received into custody.",
+        "A person has been received into custody.",
+    ),
+    "A2": (
+        "A failure-to-appear warrant has been issued against a PPO. Every warrant against a PPO is "
+        "Category A, whatever grade the court gave.",
+        "A failure-to-appear warrant has been issued and is to be treated as grade A.",
+    ),
+    "A3": (
+        "A warrant has been issued against a PPO. Every warrant against a PPO is Category A, whatever "
+        "grade the court gave.",
+        "A warrant has been issued and is to be treated as grade A.",
+    ),
+    "A4": (
+        "A PPO in custody has a release date: this is the notice due at least 28 days before release.",
+        "A person in custody has a release date: this is the advance notice of release.",
+    ),
+    "A5": (
+        "A PPO in custody is eligible for home detention curfew (HDC); police input to the Governor's "
+        "decision is needed.",
+        "A person in custody is eligible for home detention curfew (HDC).",
+    ),
+    "A6": (
+        "A possible home detention curfew (HDC) release date has been set for a PPO.",
+        "A possible home detention curfew (HDC) release date has been set.",
+    ),
+    "A7": (
+        "A PPO has been released from custody into the community.",
+        "A person has been released from custody.",
+    ),
+    "A8": (
+        "A PPO is to be released on temporary licence (ROTL); police must be told in advance.",
+        "A person is to be released on temporary licence (ROTL).",
+    ),
+    "B1": ("A court has made a bail decision about a PPO.", "A court has made a bail decision."),
+    "B2": ("A court has recorded an outcome for a PPO.", "A court has recorded an outcome."),
+    "B3": ("A PPO has been sentenced; the sentence or training plan is due.", "A person has been sentenced."),
+    "B4": (
+        "A PPO has started a community order or been released into the community; a risk-of-harm "
+        "assessment is due.",
+        "A community order has started or a person has been released into the community.",
+    ),
+    "B5": (
+        "A breach by a PPO has been reported; it is to be fast-tracked to a listing.",
+        "A breach has been reported and is to be fast-tracked to a listing.",
+    ),
+    "B6": ("A PPO has been moved from one prison to another.", "A person has been moved between prisons."),
+    "B8": (
+        "A youth PPO has been convicted and needs a pre-sentence report.",
+        "A young person has been convicted and needs a pre-sentence report.",
+    ),
+    "C1": (
+        "A PPO has had no arrest and no police intelligence for six months: consider de-selection "
+        "(criterion 1).",
+        "No arrest and no police intelligence for six months.",
+    ),
+    "C2": (
+        "A PPO has been on the register for two years: review the selection (criterion 5).",
+        "Two years have passed since selection.",
+    ),
+    "C3": (
+        "A PPO has received a custodial sentence of more than two years: consider de-selection "
+        "(criterion 3).",
+        "A custodial sentence of more than two years has been passed.",
+    ),
+    "C4": (
+        "A person de-selected as a PPO because of long custody has a release date: consider "
+        "re-selection before release (criterion 3).",
+        "A person previously de-selected has a release date.",
+    ),
+    "C5": (
+        "A PPO has moved into your area: decide whether to adopt them (criterion 2).",
+        "A person has moved into your area.",
+    ),
+    "C6": (
+        "Your periodic review of the PPO list is due: check each person on the list below.",
+        "Your periodic list review is due.",
+    ),
+    "C7": (
+        "An offence by a PPO has been flagged as high risk of harm: refer to MAPPA (criterion 6).",
+        "An offence has been flagged as high risk of harm: refer to MAPPA.",
+    ),
+}
+
+ROLE_LABELS: dict[str, tuple[str, str]] = {
+    "ppo": ("the PPO contact", "a police contact"),
+    "warrants": ("the warrants unit", "the warrants unit"),
+    "probation": ("the offender manager (probation)", "probation"),
+    "yot": ("the youth offending team", "the youth offending team"),
+    "om": ("the offender manager", "the offender manager"),
+    "coordinator": ("the PPO scheme coordinator", "the scheme coordinator"),
+    "escalation": ("the duty inbox for missed deadlines", "the duty inbox"),
+    "court": ("the court contact", "the court contact"),
+}
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_PRISON_FIRST = frozenset({"A1", "A4", "A5", "A6", "A7", "A8", "B6", "C4"})
+
+
+# --- errors --------------------------------------------------------------------------------------------
+
+
+class RenderError(Exception):
+    """The message cannot be produced; `reason` is a short, bounded code for metrics and the send log."""
+
+    reason = "render-error"
+
+
+class HeaderInjectionRefused(RenderError, ValueError):
+    reason = "header-injection"
+
+
+class MessageTooLarge(RenderError):
+    reason = "too-large"
+
+
+class CourtDisclosureRefused(RenderError):
+    reason = "court-disclosure"
+
+
+class UnknownRule(RenderError):
+    reason = "unknown-rule"
+
+
+class TemplateFailed(RenderError):
+    """A template raised (e.g. StrictUndefined: a variable it needs was not given)."""
+
+    reason = "template-error"
+
+
+# --- pure helpers --------------------------------------------------------------------------------------
+
+
+def _as_instant_or_day(value: Any) -> datetime | date | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                return date.fromisoformat(text)
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def format_london(value: Any) -> str:
+    """'Tuesday 10 February 2026, 14:00' (London wall clock) for an instant; 'Tuesday 10 February 2026'
+    for a date. ISO strings are accepted (facts travel as JSON); anything else is shown as it is."""
+    parsed = _as_instant_or_day(value)
+    if parsed is None:
+        return "" if value is None else str(value)
+    if isinstance(parsed, datetime):
+        local = parsed.astimezone(LONDON)
+        return f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}, {local:%H:%M}"
+    return f"{_DAYS[parsed.weekday()]} {parsed.day} {_MONTHS[parsed.month - 1]} {parsed.year}"
+
+
+def format_london_day(value: Any) -> str:
+    """The London date only: 'Tuesday 10 February 2026'."""
+    parsed = _as_instant_or_day(value)
+    if isinstance(parsed, datetime):
+        parsed = parsed.astimezone(LONDON).date()
+    return format_london(parsed) if parsed is not None else ("" if value is None else str(value))
+
+
+def _words(value: Any) -> str:
+    """`end_of_sentence` -> `end of sentence`; None -> ''."""
+    if value is None:
+        return ""
+    return str(value).replace("_", " ")
+
+
+def validate_address(address: str, what: str = "recipient") -> str:
+    """The address itself, or HeaderInjectionRefused / ValueError with a message a person can act on."""
+    if not isinstance(address, str) or _CRLF.search(address):
+        raise HeaderInjectionRefused(f"{what} address contains a line break: refused (header injection)")
+    if not _ADDRESS.match(address.strip()):
+        raise HeaderInjectionRefused(f"{what} {address!r} is not a plain email address (name@domain)")
+    return address.strip()
+
+
+def delivery_key(obligation_id: str, escalation: bool = False) -> str:
+    """What the send log and the Message-ID are keyed on, with the recipient."""
+    return f"{obligation_id}#escalation" if escalation else obligation_id
+
+
+def message_id_for(key: str, recipient: str, domain: str = "ppo-alerts") -> str:
+    # 128 bits of sha256: unique enough, and short enough that the header is never folded.
+    digest = hashlib.sha256(f"{key}\n{recipient.strip().lower()}".encode()).hexdigest()[:32]
+    return f"<{digest}@{domain}>"
+
+
+def _split_sender(sender: str) -> str:
+    """The bare address of a From value ('Name <a@b>' or 'a@b')."""
+    match = re.search(r"<([^<>]*)>\s*$", sender)
+    return match.group(1) if match else sender
+
+
+# --- the rendered message ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    obligation_id: str
+    rule: str
+    recipient: str
+    role: str
+    delivery_key: str
+    subject: str
+    text: str
+    html: str
+    template_version: str
+    message_id: str
+    court_recipient: bool
+    rendered_at: datetime
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    def to_email(self, sender: str) -> EmailMessage:
+        """The RFC 5322 message: text and HTML alternatives, deterministic Message-ID, X-PPO-* headers
+        (X-Alert-* for a court recipient, which must not read "PPO" anywhere)."""
+        if not isinstance(sender, str) or _CRLF.search(sender):
+            raise HeaderInjectionRefused("sender contains a line break: refused (header injection)")
+        validate_address(_split_sender(sender), "sender")
+        validate_address(self.recipient)
+        if _CRLF.search(self.subject):
+            raise HeaderInjectionRefused("subject contains a line break: refused (header injection)")
+        prefix = "X-Alert" if self.court_recipient else "X-PPO"
+        msg = EmailMessage()
+        msg["From"] = sender
+        msg["To"] = self.recipient
+        msg["Subject"] = self.subject
+        msg["Date"] = format_datetime(self.rendered_at.astimezone(UTC))
+        msg["Message-ID"] = self.message_id
+        msg[f"{prefix}-Obligation"] = self.delivery_key
+        msg[f"{prefix}-Rule"] = self.rule
+        msg[f"{prefix}-Template"] = self.template_version
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(self.text)
+        msg.add_alternative(self.html, subtype="html")
+        if self.court_recipient:
+            for name, value in msg.items():
+                if COURT_FORBIDDEN.search(f"{name}: {value}"):
+                    raise CourtDisclosureRefused(
+                        f"header {name} would reveal PPO status to a court recipient: refused "
+                        "(use a neutral sender address and acknowledgement host for court recipients)"
+                    )
+        size = len(msg.as_bytes())
+        if size > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"message is {size} bytes, over the limit of {self.max_message_bytes} bytes"
+            )
+        return msg
+
+
+# --- the renderer --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    text: Template
+    html: Template
+    version: str
+
+
+class Renderer:
+    """Built once; `render` is pure (same inputs, same message)."""
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        message_id_domain: str = "ppo-alerts",
+        court_message_id_domain: str = "notices",
+        loader: jinja2.BaseLoader | None = None,
+    ) -> None:
+        if max_message_bytes < 1024:
+            raise ValueError("max_message_bytes must be at least 1024")
+        for domain in (message_id_domain, court_message_id_domain):
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+                raise ValueError(f"message id domain {domain!r} must be letters, digits, dots and hyphens")
+        if COURT_FORBIDDEN.search(court_message_id_domain):
+            raise ValueError("court_message_id_domain must not name PPOs")
+        self.max_message_bytes = max_message_bytes
+        self.message_id_domain = message_id_domain
+        self.court_message_id_domain = court_message_id_domain
+        self.environment = Environment(
+            loader=loader or PackageLoader("services.notifier", "templates"),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(
+                enabled_extensions=("html.j2",), default_for_string=False, default=False
+            ),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+        )
+        self.environment.filters["london"] = format_london
+        self.environment.filters["london_day"] = format_london_day
+        self.environment.filters["words"] = _words
+        self._compiled: dict[str, _Compiled] = {name: self._compile(name) for name in (*RULES, ESCALATION)}
+
+    def _compile(self, name: str) -> _Compiled:
+        folder = "" if name == ESCALATION else "rules/"
+        text_name, html_name = f"{folder}{name}.txt.j2", f"{folder}{name}.html.j2"
+        digest = hashlib.sha256()
+        for source_name in ("base.txt.j2", "base.html.j2", text_name, html_name):
+            source, _, _ = self.environment.loader.get_source(self.environment, source_name)  # type: ignore[union-attr]
+            digest.update(source_name.encode() + b"\0" + source.encode() + b"\0")
+        digest.update(repr(RULE_SUMMARIES.get(name, ())).encode())
+        text = self.environment.get_template(text_name)
+        if "subject" not in text.blocks:
+            raise ValueError(f"template {text_name} has no subject block")
+        return _Compiled(text, self.environment.get_template(html_name), digest.hexdigest()[:12])
+
+    def template_version(self, rule: str) -> str:
+        return self._compiled[rule].version
+
+    def render(
+        self,
+        obligation: Obligation,
+        recipient: str,
+        role: str,
+        ack_url: str | None,
+        now: datetime,
+        *,
+        court_recipient: bool = False,
+        escalation_reason: str | None = None,
+    ) -> RenderedMessage:
+        """The message for one recipient. Escalation template when `escalation_reason` is given or the
+        obligation's rule is `escalation`. Raises RenderError (permanent: re-rendering gives the same)."""
+        if now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        recipient = validate_address(recipient)
+        escalation = escalation_reason is not None or obligation.rule == ESCALATION
+        name = ESCALATION if escalation else obligation.rule
+        compiled = self._compiled.get(name)
+        if compiled is None:
+            raise UnknownRule(f"no template for rule {obligation.rule!r} (known: {', '.join(RULES)})")
+        court = court_recipient or role == "court"
+        if ack_url is not None:
+            if _CRLF.search(ack_url) or not re.match(r"^https?://", ack_url):
+                raise HeaderInjectionRefused("acknowledgement link must be a single-line http(s) URL")
+        context = self._context(obligation, recipient, role, ack_url, now, court, escalation_reason)
+        try:
+            subject = "".join(compiled.text.blocks["subject"](compiled.text.new_context(context))).strip()
+            subject = re.sub(r"[ \t]{2,}", " ", subject)
+            context["subject"] = subject
+            text = compiled.text.render(context)
+            html = compiled.html.render(context)
+        except jinja2.TemplateError as exc:
+            raise TemplateFailed(f"template {name} failed: {exc}") from exc
+        if _CRLF.search(subject):
+            raise HeaderInjectionRefused("subject contains a line break: refused (header injection)")
+        if court:
+            for part, content in (("subject", subject), ("text body", text), ("HTML body", html)):
+                if COURT_FORBIDDEN.search(content):
+                    raise CourtDisclosureRefused(
+                        f"{part} would reveal PPO status to a court recipient: refused (001 §6.3, §7.2)"
+                    )
+        size = len(subject.encode()) + len(text.encode()) + len(html.encode())
+        if size > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"message is {size} bytes, over the limit of {self.max_message_bytes} bytes"
+            )
+        key = delivery_key(obligation.obligation_id, escalation and obligation.rule != ESCALATION)
+        domain = self.court_message_id_domain if court else self.message_id_domain
+        return RenderedMessage(
+            obligation_id=obligation.obligation_id,
+            rule=obligation.rule,
+            recipient=recipient,
+            role=role,
+            delivery_key=key,
+            subject=subject,
+            text=text,
+            html=html,
+            template_version=compiled.version,
+            message_id=message_id_for(key, recipient, domain),
+            court_recipient=court,
+            rendered_at=now.astimezone(UTC),
+            max_message_bytes=self.max_message_bytes,
+        )
+
+    # --- the template variables (all top-level names are always defined: StrictUndefined) ---------------
+
+    def _context(
+        self,
+        o: Obligation,
+        recipient: str,
+        role: str,
+        ack_url: str | None,
+        now: datetime,
+        court: bool,
+        escalation_reason: str | None,
+    ) -> dict[str, Any]:
+        facts: Mapping[str, Any] = o.facts if isinstance(o.facts, Mapping) else {}
+        person = o.person
+        identifiers: list[tuple[str, str]] = []
+        person_name = ""
+        dob = ""
+        primary_id = ""
+        if person is not None:
+            ids = person.identifiers()
+            identifiers = [(k.upper(), v) for k, v in ids.items()]
+            person_name = " ".join(
+                part for part in (person.given_name or "", (person.family_name or "").upper()) if part
+            )
+            born = person.date_of_birth
+            dob = f"{born.day} {_MONTHS[born.month - 1]} {born.year}" if born else ""
+            order = (
+                ("noms", "pnc", "crn", "cro") if o.rule in _PRISON_FIRST else ("pnc", "crn", "noms", "cro")
+            )
+            primary_id = next((ids[k] for k in order if k in ids), "")
+        label = person_name or "name not recorded"
+        person_label = f"{label} ({primary_id})" if primary_id else label
+        summaries = RULE_SUMMARIES.get(o.rule, (f"Rule {o.rule}.", f"Rule {o.rule}."))
+        role_label = ROLE_LABELS.get(role, (role or "a listed contact", role or "a listed contact"))
+        history = [(format_london(h.at), h.what) for h in o.history]
+        listed = facts.get("ppos")
+        ppos: list[Any] = listed if isinstance(listed, list) else []
+        return {
+            "obligation": o,
+            "obligation_id": o.obligation_id,
+            "rule": o.rule,
+            "facts": facts,
+            "person": person,
+            "person_name": person_name,
+            "person_label": person_label,
+            "identifiers": identifiers,
+            "dob": dob,
+            "establishment": facts.get("prison_id") or "",
+            "court_code": facts.get("court_code") or "",
+            "bcu": o.bcu or "",
+            "occurred_at": format_london(o.occurred_at) if o.occurred_at else "",
+            "raised_at": format_london(o.raised_at),
+            "send_at": format_london(o.send_at),
+            "notify_by": format_london(o.notify_by),
+            "action_due": format_london(o.action_due) if o.action_due else "",
+            "late": now > o.notify_by,
+            "grade": o.grade or "",
+            "source_paragraph": o.source_paragraph,
+            "ack_url": ack_url or "",
+            "court": court,
+            "role": role,
+            "role_label": role_label[1 if court else 0],
+            "recipient": recipient,
+            "summary": summaries[1 if court else 0],
+            "generated_at": format_london(now),
+            "ppos": [p for p in ppos if isinstance(p, Mapping)],
+            "escalation_reason": escalation_reason or "",
+            "history": history,
+            "status": o.status,
+            "notified_at": format_london(o.notified_at) if o.notified_at else "",
+            "original_summary": summaries[1 if court else 0],
+            "original_recipients": list(o.recipients),
+        }
