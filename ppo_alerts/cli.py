@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-SERVICES = ("intake", "rules", "scheduler", "notifier")
+from ppo_alerts.runner import SERVICES  # noqa: E402  (one list of services)
 
 
 def build_parser() -> argparse.ArgumentParser:

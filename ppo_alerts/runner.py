@@ -17,6 +17,8 @@ from shared.topics import Topics
 
 log = logging.getLogger("ppo.run")
 
+SERVICES = ("intake", "rules", "scheduler", "notifier")
+
 
 def build_service(name: str, settings: Settings, clock: Clock) -> tuple[RunningService, Any]:
     module = importlib.import_module(f"services.{name}.main")

@@ -83,7 +83,8 @@ def add_months(day: date, months: int) -> date:
     raise AssertionError("unreachable")
 
 
-def add_working_hours(start: datetime, hours: float, day_start: time = NINE_AM, day_end: time = time(17, 0)) -> datetime:
+def add_working_hours(start: datetime, hours: float, day_start: time = NINE_AM,
+                      day_end: time = time(17, 0)) -> datetime:
     """`hours` of working time after `start`, counting only London working days between day_start and day_end."""
     remaining = timedelta(hours=hours)
     current = start.astimezone(LONDON)

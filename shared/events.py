@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.identifiers import normalise_cro, normalise_crn, normalise_noms, normalise_pnc
+from shared.identifiers import normalise_crn, normalise_cro, normalise_noms, normalise_pnc
 
 
 class Strict(BaseModel):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from pydantic import ValidationError
 
 from shared.settings import Settings
 from shared.topics import Topics
@@ -59,7 +64,7 @@ def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
-        logger=None,
+        log_level=logging.DEBUG,
     )
 
 
@@ -119,3 +124,37 @@ def dumps(value: Any) -> bytes:
     if hasattr(value, "model_dump_json"):
         return value.model_dump_json().encode()  # type: ignore[no-any-return]
     return json.dumps(value, default=str).encode()
+
+
+def dead_letter_guard(service: str, broker: KafkaBroker, dead_letter_topic: str,
+                      handler: Callable[[KafkaMessage], Awaitable[None]]) -> Callable[[KafkaMessage], Awaitable[None]]:
+    """Wrap a handler so a message it cannot process goes to the dead-letter topic with its reason and the
+    partition moves on. Kafka errors are re-raised: the message is redelivered, never parked for them."""
+    from shared import metrics
+
+    log = logging.getLogger(f"ppo.{service}")
+
+    @functools.wraps(handler)
+    async def guarded(message: KafkaMessage) -> None:
+        try:
+            await handler(message)
+        except KafkaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else is about this message: park it with its reason
+            reason = type(exc).__name__
+            problems: list[dict[str, str]] = []
+            if isinstance(exc, ValidationError):
+                from shared.errors import problems_of
+
+                problems = problems_of(exc)
+            metrics.DEAD_LETTERS.labels(service=service, reason=reason).inc()
+            raw: bytes = message.body
+            record = {"service": service, "reason": reason, "problems": problems,
+                      "topic": getattr(message.raw_message, "topic", None),
+                      "offset": getattr(message.raw_message, "offset", None),
+                      "payload": raw.decode("utf-8", "replace")}
+            await broker.publish(dumps(record), dead_letter_topic)
+            fields = [p["field"] for p in problems][:10]
+            log.warning("message dead-lettered", extra={"reason": reason, "fields": fields})
+
+    return guarded

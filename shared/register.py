@@ -217,7 +217,8 @@ class Register:
             except (RegisterError, ValueError) as exc:
                 problems.append(f"{origin} line {line_no}: {exc}")
         if problems:
-            raise RegisterError("; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
+            more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+            raise RegisterError("; ".join(problems[:20]) + more)
         return register
 
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -25,7 +26,7 @@ from shared import metrics
 from shared.clock import Clock
 from shared.errors import InputRejected
 from shared.events import EventBase
-from shared.kafka import RECEIVED_AT_HEADER, dumps
+from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -68,7 +69,7 @@ class IntakeService:
         self.ready = False
         broker.subscriber(
             self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest", ack_policy=AckPolicy.ACK,
-        )(self.on_raw)
+        )(dead_letter_guard("intake", broker, self.topics.dead_letter, self.on_raw))
 
     # --- core: one body in, canonical events out ---------------------------------------------------------
 
@@ -108,7 +109,8 @@ class IntakeService:
 
     # --- Kafka intake --------------------------------------------------------------------------------------
 
-    async def on_raw(self, body: bytes) -> None:
+    async def on_raw(self, message: KafkaMessage) -> None:
+        body: bytes = message.body
         now = self.clock.now()
         try:
             payload = json.loads(body)
@@ -150,14 +152,16 @@ class IntakeService:
                 return _error(413, f"body larger than {limit} bytes")
         now = self.clock.now()
         try:
-            try:
-                payload = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise InputRejected("body is not JSON", [{"field": "(body)", "problem": str(exc)[:200]}]) from None
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            rejection = InputRejected("body is not JSON", [{"field": "(body)", "problem": str(exc)[:200]}])
+            await self.dead_letter(raw, "http", rejection, agency)
+            return JSONResponse(rejection.as_dict(), status_code=400)
+        try:
             accepted = await self.accept(payload, "http", now)
         except InputRejected as exc:
             await self.dead_letter(raw, "http", exc, agency)
-            return JSONResponse(exc.as_dict(), status_code=422 if exc.problems else 400)
+            return JSONResponse(exc.as_dict(), status_code=422)
         return JSONResponse({"accepted": accepted}, status_code=202)
 
     def routes(self) -> list[Route]:

@@ -11,11 +11,12 @@ import logging
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
 from services.notifier.pipeline import DeliveryPipeline, obligation_status
 from shared import metrics
 from shared.clock import Clock
-from shared.kafka import dumps
+from shared.kafka import dead_letter_guard, dumps
 from shared.obligations import NotificationRequest
 from shared.settings import Settings
 from shared.topics import Topics
@@ -34,9 +35,10 @@ class NotifierService:
         broker.subscriber(
             self.topics.notifications, group_id="ppo-notifier", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,
-        )(self.on_request)
+        )(dead_letter_guard("notifier", broker, self.topics.dead_letter, self.on_request))
 
-    async def on_request(self, body: bytes) -> None:
+    async def on_request(self, message: KafkaMessage) -> None:
+        body: bytes = message.body
         request = NotificationRequest.model_validate_json(body)
         o = request.obligation
         outcomes = await self.pipeline.deliver(o)

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from services.rules.rulebook import SLOT_RULES, Candidate, RuleBook
 from shared import calendar as cal
 from shared.events import EventBase
 from shared.obligations import HistoryEntry, Obligation, obligation_id
 from shared.register import RegisterEntry, RegisterError
-
-from services.rules.rulebook import SLOT_RULES, Candidate, RuleBook
 
 
 @dataclass
@@ -137,7 +136,8 @@ class Ledger:
         decision.raised.append(o)
         return o
 
-    def _cancel_slot(self, rule: str, person_id: str, r: datetime, reason: str, keep: str | None = None) -> list[Obligation]:
+    def _cancel_slot(self, rule: str, person_id: str, r: datetime, reason: str,
+                     keep: str | None = None) -> list[Obligation]:
         oid = self._slots.get((rule, person_id))
         if oid is None or oid == keep:
             return []

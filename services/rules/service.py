@@ -11,17 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
-from pydantic import ValidationError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
 from services.rules.ledger import Decision, Ledger
 from services.rules.rulebook import RuleBook, RuleTimings
 from shared import metrics
 from shared.clock import Clock
 from shared.directory import Directory
-from shared.errors import problems_of
 from shared.events import parse_event
-from shared.kafka import RECEIVED_AT_HEADER, dumps, read_to_end
+from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, read_to_end
 from shared.obligations import NotificationRequest, Obligation
 from shared.register import Register, RegisterEntry
 from shared.settings import Settings
@@ -43,7 +42,7 @@ class RulesService:
         broker.subscriber(
             self.topics.events, group_id="ppo-rules", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK, max_records=100,
-        )(self.on_event)
+        )(dead_letter_guard("rules", broker, self.topics.dead_letter, self.on_event))
 
     async def load_state(self) -> None:
         """Materialise the register and the obligations from their compacted topics, then start timers."""
@@ -72,14 +71,10 @@ class RulesService:
         log.info("rules ready", extra={"register_entries": len(register), "obligations": len(ledger.obligations)})
         self.ready = True
 
-    async def on_event(self, body: bytes, message: KafkaMessage) -> None:
+    async def on_event(self, message: KafkaMessage) -> None:
         assert self.ledger is not None, "load_state() runs before the broker starts"
         received_at = _received_at(message) or self.clock.now()
-        try:
-            event = parse_event(body)
-        except ValidationError as exc:
-            await self._dead_letter(body, "invalid-canonical-event", problems_of(exc))
-            return
+        event = parse_event(message.body)  # invalid: dead-lettered by the guard, with the fields named
         decision = self.ledger.on_event(event, received_at)
         if decision.ignored:
             metrics.EVENTS_IGNORED.labels(service="rules", reason=decision.ignored.split(":")[0]).inc()
@@ -108,13 +103,6 @@ class RulesService:
 
     async def _publish_register(self, entry: RegisterEntry) -> None:
         await self.broker.publish(dumps(entry.to_dict()), self.topics.register, key=entry.person_id.encode())
-
-    async def _dead_letter(self, body: bytes, reason: str, problems: list[dict[str, str]]) -> None:
-        metrics.DEAD_LETTERS.labels(service="rules", reason=reason).inc()
-        record = {"service": "rules", "reason": reason, "problems": problems,
-                  "at": self.clock.now().isoformat(), "payload": body.decode("utf-8", "replace")}
-        await self.broker.publish(dumps(record), self.topics.dead_letter)
-        log.warning("dead-lettered", extra={"reason": reason})
 
 
 def _loads(value: bytes) -> Any:

@@ -17,10 +17,11 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
 from shared import metrics
 from shared.clock import Clock
-from shared.kafka import dumps, read_to_end
+from shared.kafka import dead_letter_guard, dumps, read_to_end
 from shared.obligations import NotificationRequest, Obligation
 from shared.settings import Settings
 from shared.topics import Topics
@@ -82,7 +83,7 @@ class SchedulerService:
         broker.subscriber(
             self.topics.obligations, group_id="ppo-scheduler", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK,
-        )(self.on_obligation)
+        )(dead_letter_guard("scheduler", broker, self.topics.dead_letter, self.on_obligation))
 
     async def start(self) -> None:
         _ACTIVE["scheduler"] = self
@@ -109,8 +110,8 @@ class SchedulerService:
         log.info("job store rebuilt", extra={"obligations": len(latest)})
         return len(latest)
 
-    async def on_obligation(self, body: bytes) -> None:
-        self.track(Obligation.model_validate_json(body))
+    async def on_obligation(self, message: KafkaMessage) -> None:
+        self.track(Obligation.model_validate_json(message.body))
 
     def track(self, o: Obligation) -> None:
         now = self.clock.now()

@@ -7,8 +7,21 @@ from datetime import timedelta
 import pytest
 
 from tests.rulebook_fixtures import (
-    ALEX, LEEDS_COORD, LEEDS_PPO, LEEDS_PROBATION, LEEDS_WARRANTS, NOBODY, PAT, SAM, STOKE_COORD, STOKE_PPO,
-    STOKE_YOT, event, make_ledger, only, utc,
+    ALEX,
+    LEEDS_COORD,
+    LEEDS_PPO,
+    LEEDS_PROBATION,
+    LEEDS_WARRANTS,
+    NOBODY,
+    PAT,
+    SAM,
+    STOKE_COORD,
+    STOKE_PPO,
+    STOKE_YOT,
+    event,
+    make_ledger,
+    only,
+    utc,
 )
 
 R = utc("2026-02-10T14:05:00Z")
@@ -413,9 +426,9 @@ def test_c6_quarterly():
 
 
 def test_missing_contact_is_failed_never_silent():
-    from shared.directory import Directory
     from services.rules.ledger import Ledger
     from services.rules.rulebook import RuleBook
+    from shared.directory import Directory
     from shared.register import Register
     from tests.rulebook_fixtures import DIRECTORY, REGISTER_CSV
 

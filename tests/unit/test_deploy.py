@@ -1,0 +1,567 @@
+"""Static checks of the deployment files (no Docker engine needed): Dockerfile, docker-compose.yml,
+.env.example, Prometheus config and alerts, the Grafana dashboard and the sample data.
+
+Settings drift is the main risk: pydantic-settings ignores a misspelt PPO_* environment variable
+(extra="forbid" applies to keyword arguments, not to the environment), so every PPO_* name written in these
+files is checked against `Settings.model_fields` here, and each service's compose environment must build a
+valid Settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from datetime import UTC, date, datetime
+from fnmatch import fnmatch
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+import shared.metrics
+from shared.directory import Directory
+from shared.events import parse_event
+from shared.register import Register
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+ENV_EXAMPLE = ROOT / ".env.example"
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+GRAFANA = ROOT / "deploy" / "grafana"
+SAMPLE = ROOT / "deploy" / "sample"
+
+APP_SERVICES = ("intake", "rules", "scheduler", "notifier")
+ALL_SERVICES = (*APP_SERVICES, "kafka", "mailpit", "prometheus", "grafana")
+ROLES = ("ppo", "warrants", "probation", "yot", "coordinator", "escalation")
+FIELDS = {f"PPO_{name.upper()}": name for name in Settings.model_fields}
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def _interpolate(value: Any) -> str:
+    """Compose variable interpolation, resolved to the defaults written in the file (`${X:-default}`)."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    text = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}", r"\1", text)
+    return text.replace("$$", "$")
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) if "=" in item else (item, "") for item in raw)
+    return {str(k): _interpolate(v) for k, v in raw.items() if v is not None}
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comment lines dropped."""
+    out: list[tuple[str, str]] = []
+    buffer = ""
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") or (not stripped and not buffer):
+            continue
+        if stripped.endswith("\\"):
+            buffer += stripped[:-1] + " "
+            continue
+        buffer += stripped
+        if buffer.strip():
+            word, _, rest = buffer.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+        buffer = ""
+    return out
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """ENV of the final stage (the runtime image)."""
+    instructions = _dockerfile_instructions()
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    env: dict[str, str] = {}
+    for word, args in instructions[last_from:]:
+        if word == "ENV":
+            for token in shlex.split(args):
+                key, _, value = token.partition("=")
+                env[key] = value
+    return env
+
+
+def _exec_form(word: str) -> list[str]:
+    args = [a for w, a in _dockerfile_instructions() if w == word][-1]
+    if word == "HEALTHCHECK":
+        args = args[args.index("CMD") + 3:].strip()
+    value = json.loads(args)  # exec form must be valid JSON, or Docker silently falls back to a shell
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return value
+
+
+def _container_env(name: str) -> dict[str, str]:
+    """What the service's process sees: the image's PPO_* ENV, overridden by compose."""
+    service = _compose()["services"][name]
+    env = {k: v for k, v in _dockerfile_env().items() if k.startswith("PPO_")}
+    env.update(_env(service))
+    return env
+
+
+def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in list(os.environ):
+        if key.startswith("PPO_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def _host_path(service: dict[str, Any], container_path: str) -> Path | None:
+    """The file on this machine that a bind mount puts at `container_path` in the container."""
+    target = PurePosixPath(container_path)
+    for volume in service.get("volumes") or []:
+        parts = str(volume).split(":")
+        if len(parts) < 2 or not parts[0].startswith((".", "/")):
+            continue
+        mounted = PurePosixPath(parts[1])
+        if target == mounted or mounted in target.parents:
+            return (ROOT / parts[0] / target.relative_to(mounted)).resolve()
+    return None
+
+
+def _exposed_metric_names() -> set[str]:
+    names: set[str] = set()
+    for obj in vars(shared.metrics).values():
+        if not isinstance(obj, MetricWrapperBase):
+            continue
+        for family in obj.describe():
+            if family.type == "counter":
+                names |= {f"{family.name}_total", f"{family.name}_created"}
+            elif family.type == "histogram":
+                names |= {f"{family.name}_bucket", f"{family.name}_count", f"{family.name}_sum",
+                          f"{family.name}_created"}
+            else:
+                names.add(family.name)
+    return names
+
+
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+                 "and", "or", "unless", "atan2", "inf", "nan", "Inf", "NaN"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (functions, keywords, labels and durations left out)."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)  # string literals
+    s = re.sub(r"\{[^}]*\}", " ", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)  # range and subquery selectors, $__rate_interval
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    s = re.sub(r"\boffset\s+-?[0-9][0-9a-z]*", " ", s)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", s):
+        before = s[m.start() - 1] if m.start() else " "
+        if before.isdigit() or before in ".$":
+            continue  # part of a number or a Grafana variable
+        if s[m.end():].lstrip().startswith("(") or m.group(0) in _PROMQL_WORDS:
+            continue  # function or aggregation, keyword
+        names.add(m.group(0))
+    return names
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads((GRAFANA / "dashboards" / "ppo-alerts.json").read_text(encoding="utf-8"))
+    exprs: list[str] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            exprs.extend(t["expr"] for t in panel.get("targets", []) if t.get("expr"))
+            walk(panel.get("panels", []))
+
+    walk(dashboard["panels"])
+    return exprs
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text(encoding="utf-8"))
+    return [rule for group in data["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+# --- docker-compose.yml ----------------------------------------------------------------------------------
+
+def test_compose_has_every_service():
+    services = _compose()["services"]
+    assert set(ALL_SERVICES) <= set(services), f"missing: {set(ALL_SERVICES) - set(services)}"
+
+
+def test_compose_app_services_use_the_one_image_and_run_their_service():
+    services = _compose()["services"]
+    images = set()
+    for name in APP_SERVICES:
+        service = services[name]
+        build = service["build"]
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        assert (ROOT / context / dockerfile).resolve() == DOCKERFILE
+        images.add(service.get("image"))
+        assert service["command"] == ["run", name]
+        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert len(images) == 1
+
+
+def test_compose_kafka_is_single_node_kraft_with_a_healthcheck():
+    kafka = _compose()["services"]["kafka"]
+    assert kafka["image"] == "apache/kafka:3.9.1"
+    env = _env(kafka)
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert set(env["KAFKA_LISTENERS"].split(",")) == {"PLAINTEXT://:9092", "CONTROLLER://:9093"}
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(env["KAFKA_NODE_ID"] + "@")
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] == "CONTROLLER"
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    assert kafka["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+
+
+def test_compose_ppo_variables_are_settings_fields():
+    for name, service in _compose()["services"].items():
+        unknown = sorted(k for k in _env(service) if k.startswith("PPO_") and k not in FIELDS)
+        assert not unknown, f"{name}: {unknown} are not fields of shared.settings.Settings"
+
+
+def test_dockerfile_ppo_variables_are_settings_fields():
+    unknown = sorted(k for k in _dockerfile_env() if k.startswith("PPO_") and k not in FIELDS)
+    assert not unknown
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_compose_env_builds_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch):
+    services = _compose()["services"]
+    service = services[name]
+    settings = _settings_from(_container_env(name), monkeypatch)
+
+    assert settings.kafka_bootstrap == "kafka:9092"
+    assert settings.http_host == "0.0.0.0"
+    port = getattr(settings, f"{name}_port")
+    published = {str(p).rsplit(":", 1)[-1].split("/")[0] for p in service.get("ports", [])}
+    assert str(port) in published, f"{name} listens on {port} but publishes {published}"
+    assert f":{port}/healthz" in " ".join(service["healthcheck"]["test"])
+
+    directory = _host_path(service, str(settings.directory_file))
+    assert directory is not None and directory.is_file(), f"{settings.directory_file} is not mounted"
+    assert Directory.load(directory).bcu_codes
+
+    if name == "rules":
+        assert settings.register_file is not None
+        register = _host_path(service, str(settings.register_file))
+        assert register is not None and register.is_file()
+        assert len(Register.load(register)) > 0
+    if name == "intake":
+        assert settings.intake_allow_anonymous is True
+        assert "local use" in COMPOSE.read_text(encoding="utf-8").lower()
+    if name in ("scheduler", "notifier"):
+        named = set(_compose().get("volumes") or {})
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in service["volumes"]}
+        assert mounts.get(str(settings.state_dir)) in named, f"{name}: state_dir is not on a named volume"
+    if name == "notifier":
+        assert settings.smtp_host == "mailpit" and settings.smtp_port == 1025
+        assert settings.smtp_tls_mode == "plain" and settings.smtp_allow_plaintext is True
+        assert "mailpit" in service["depends_on"]
+
+
+def test_compose_references_exist():
+    data = _compose()
+    services = data["services"]
+    named = set(data.get("volumes") or {})
+    for name, service in services.items():
+        depends = service.get("depends_on") or []
+        for other in depends:
+            assert other in services, f"{name} depends on unknown service {other}"
+        for volume in service.get("volumes") or []:
+            source = str(volume).split(":")[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in named, f"{name} uses undeclared volume {source}"
+
+
+def test_compose_monitoring_mounts():
+    services = _compose()["services"]
+    prometheus = services["prometheus"]
+    assert _host_path(prometheus, "/etc/prometheus/prometheus.yml") == PROMETHEUS / "prometheus.yml"
+    assert _host_path(prometheus, "/etc/prometheus/alerts.yml") == PROMETHEUS / "alerts.yml"
+    grafana = services["grafana"]
+    provisioning = _host_path(grafana, "/etc/grafana/provisioning")
+    assert provisioning == GRAFANA / "provisioning"
+    providers = yaml.safe_load((provisioning / "dashboards" / "ppo-alerts.yml").read_text(encoding="utf-8"))
+    path = providers["providers"][0]["options"]["path"]
+    assert _host_path(grafana, path + "/ppo-alerts.json") == GRAFANA / "dashboards" / "ppo-alerts.json"
+    mail = services["mailpit"]
+    assert {"1025", "8025"} <= {str(p).rsplit(":", 1)[-1] for p in mail["ports"]}
+
+
+# --- Dockerfile and .dockerignore ------------------------------------------------------------------------
+
+def test_dockerfile_shape():
+    instructions = _dockerfile_instructions()
+    words = [w for w, _ in instructions]
+    froms = [a for w, a in instructions if w == "FROM"]
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for w, a in instructions if w == "ARG" and "=" in a}
+    assert args.get("PYTHON_IMAGE") == "python:3.11-slim" or all("python:3.11-slim" in f for f in froms)
+    assert _exec_form("ENTRYPOINT") == ["ppo-alerts"]
+    user = [a for w, a in instructions if w == "USER"][-1]
+    assert user.split(":")[0] not in ("root", "0")
+    installs = " ".join(a for w, a in instructions if w == "RUN" and "pip install" in a)
+    assert re.search(r"pip install\s+\.(\s|$)", installs), "the project is installed with `pip install .`"
+    assert "[dev]" not in DOCKERFILE.read_text(encoding="utf-8")
+    assert words.index("USER") > max(i for i, w in enumerate(words) if w == "FROM")
+
+
+def test_dockerfile_healthcheck_checks_the_services_healthz(monkeypatch: pytest.MonkeyPatch):
+    command = _exec_form("HEALTHCHECK")
+    assert command[:2] == ["python", "-c"]
+    code = command[2]
+    compile(code, "<HEALTHCHECK>", "exec")
+    for name in APP_SERVICES:  # compose's own healthchecks too
+        test = _compose()["services"][name]["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "python", "-c"]
+        compile(test[3], f"<{name} healthcheck>", "exec")
+
+    status = {"code": 200}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(status["code"] if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = str(server.server_address[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PPO_")}
+        env.update({"PPO_HTTP_HOST": "0.0.0.0", "PYTHONPATH": str(ROOT)})
+        env.update({f"PPO_{name.upper()}_PORT": port for name in APP_SERVICES})
+        run = [sys.executable, "-c", code]
+        healthy = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, timeout=60)
+        assert healthy.returncode == 0, healthy.stderr.decode()
+        status["code"] = 503
+        starting = subprocess.run(run, env=env, cwd=ROOT, capture_output=True, timeout=60)
+        assert starting.returncode != 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _dockerignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule, near enough: the last pattern matching the path or one of its parents decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        alternatives = [pattern] + ([pattern[3:]] if pattern.startswith("**/") else [])
+        if any(fnmatch(c, p) for c in candidates for p in alternatives):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_the_package_and_drops_the_rest():
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")]
+    needed = ["pyproject.toml", "shared/settings.py", "services/rules/service.py", "ppo_alerts/cli.py",
+              "deploy/sample/directory.yaml", "deploy/sample/register.csv"]
+    needed += [str(p.relative_to(ROOT)) for p in (ROOT / "services").rglob("*.j2")]
+    for path in needed:
+        assert not _dockerignored(path, patterns), f"{path} is left out of the build context"
+    for path in [".venv/bin/python", ".git/HEAD", "tests/unit/test_deploy.py", "shared/__pycache__/x.pyc",
+                 ".env", "deploy/kafka/pom.xml"]:
+        assert _dockerignored(path, patterns), f"{path} should not be in the build context"
+
+
+# --- .env.example --------------------------------------------------------------------------------------
+
+def _env_example() -> tuple[dict[str, str], set[str]]:
+    """Active PPO_ assignments, and every PPO_ name mentioned as `PPO_X=` (commented-out ones too)."""
+    active: dict[str, str] = {}
+    mentioned: set[str] = set()
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\s*(#\s*)?(PPO_[A-Z0-9_]+)=(.*)$", line)
+        if not m:
+            continue
+        mentioned.add(m.group(2))
+        if m.group(1) is None:
+            active[m.group(2)] = m.group(3)
+    return active, mentioned
+
+
+def test_env_example_names_are_settings_fields():
+    active, mentioned = _env_example()
+    assert not sorted(mentioned - set(FIELDS)), "not fields of Settings"
+    assert not sorted(set(FIELDS) - mentioned), "settings missing from .env.example"
+
+
+def test_env_example_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch):
+    active, _ = _env_example()
+    settings = _settings_from(active, monkeypatch)
+    monkeypatch.delenv("PPO_KAFKA_BOOTSTRAP", raising=False)
+    defaults = Settings.model_construct()  # field defaults, no environment
+    for key, field in FIELDS.items():
+        if key in active:
+            assert getattr(settings, field) == getattr(defaults, field), f"{key} is not its default"
+        else:
+            assert Settings.model_fields[field].default is None, f"{key} is commented out but has a default"
+
+
+# --- Prometheus -----------------------------------------------------------------------------------------
+
+def test_prometheus_scrapes_every_service_every_15s(monkeypatch: pytest.MonkeyPatch):
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
+    assert config["global"]["scrape_interval"] == "15s"
+    assert "alerts.yml" in config["rule_files"]
+    targets = {t for job in config["scrape_configs"] for sc in job.get("static_configs", [])
+               for t in sc["targets"]}
+    for name in APP_SERVICES:
+        settings = _settings_from(_container_env(name), monkeypatch)
+        assert f"{name}:{getattr(settings, name + '_port')}" in targets
+
+
+def test_alert_rules_shape():
+    rules = {r["alert"]: r for r in _alert_rules()}
+    required = ("PPODeadlineBreached", "PPODeadLettersGrowing", "PPONotificationsFailing", "PPOServiceDown")
+    assert set(required) <= set(rules)
+    assert any(name.startswith("PPOTimers") for name in rules)
+    allowed_labels = {"rule", "service", "reason", "outcome", "result", "lateness", "job", "instance"}
+    for name, rule in rules.items():
+        assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+        text = " ".join(rule["annotations"].values())
+        used = set(re.findall(r"\$labels\.(\w+)", text))
+        assert used <= allowed_labels, f"{name} annotations use {used - allowed_labels}"
+        assert "$value" not in text or name == "PPOServiceDown"
+    assert "ppo_deadlines_total" in rules["PPODeadlineBreached"]["expr"]
+    assert 'result="breached"' in rules["PPODeadlineBreached"]["expr"]
+    assert 'outcome="permanent-failure"' in rules["PPONotificationsFailing"]["expr"]
+    assert "up" in promql_metric_names(rules["PPOServiceDown"]["expr"])
+    assert rules["PPOServiceDown"]["for"] == "2m"
+
+
+def test_alert_rules_use_only_real_metrics():
+    known = _exposed_metric_names() | {"up"}
+    for rule in _alert_rules():
+        names = promql_metric_names(rule["expr"])
+        assert names, rule["alert"]
+        assert names <= known, f"{rule['alert']}: unknown metrics {names - known}"
+
+
+def test_promql_metric_name_extraction():
+    expr = ('histogram_quantile(0.95, sum by (rule, le) (rate(ppo_event_to_notification_seconds_bucket'
+            '{rule=~"A.*"}[$__rate_interval]))) > 1e3 unless on(rule) x_total offset 15m')
+    assert promql_metric_names(expr) == {"ppo_event_to_notification_seconds_bucket", "x_total"}
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian: apt-get install prometheus)")
+@pytest.mark.parametrize("args", [
+    ["check", "config", "deploy/prometheus/prometheus.yml"],
+    ["check", "rules", "deploy/prometheus/alerts.yml"],
+    ["test", "rules", "deploy/prometheus/alerts_test.yml"],
+], ids=["check-config", "check-rules", "test-rules"])
+def test_promtool(args: list[str]):
+    assert PROMTOOL is not None
+    result = subprocess.run([PROMTOOL, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Grafana --------------------------------------------------------------------------------------------
+
+def test_grafana_dashboard_uses_only_real_metrics():
+    dashboard = json.loads((GRAFANA / "dashboards" / "ppo-alerts.json").read_text(encoding="utf-8"))
+    assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
+    exprs = _dashboard_exprs()
+    known = _exposed_metric_names() | {"up"}
+    used: set[str] = set()
+    for expr in exprs:
+        names = promql_metric_names(expr)
+        assert names, expr
+        assert names <= known, f"unknown metrics {names - known} in {expr}"
+        used |= names
+    needed = {"ppo_events_received_total", "ppo_events_rejected_total", "ppo_obligations_raised_total",
+              "ppo_notifications_total", "ppo_deadlines_total", "ppo_event_to_notification_seconds_bucket",
+              "ppo_dead_letters_total", "ppo_timers_pending"}
+    assert not needed - used, f"no panel shows {needed - used}"
+
+
+def test_grafana_datasource_matches_the_dashboard():
+    provisioned = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+    datasources = yaml.safe_load(provisioned.read_text(encoding="utf-8"))["datasources"]
+    uids = {d["uid"] for d in datasources if d["type"] == "prometheus"}
+    assert any(d["url"] == "http://prometheus:9090" for d in datasources)
+    dashboard = json.loads((GRAFANA / "dashboards" / "ppo-alerts.json").read_text(encoding="utf-8"))
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] in uids
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] in uids
+
+
+# --- sample data ----------------------------------------------------------------------------------------
+
+def test_sample_directory_has_both_bcus_with_every_role():
+    directory = Directory.load(SAMPLE / "directory.yaml")
+    assert set(directory.bcu_codes) == {"13-LD", "21-ST"}
+    for code in directory.bcu_codes:
+        for role in ROLES:
+            assert directory.contacts(code, role), f"{code} has no {role} contact"
+
+
+def test_sample_register_loads_with_the_example_people():
+    register = Register.load(SAMPLE / "register.csv")  # validates PNC / CRO check characters
+    assert register.find({"noms": "G1234HJ"}) is not None
+    assert register.find({"pnc": "2006/0777001G"}).identifiers["crn"] == "L112233"  # type: ignore[union-attr]
+    assert register.find({"pnc": "2022/0031337W"}) is not None
+    bcus = {p.home_bcu for e in register.entries() for p in e.periods}
+    assert bcus == {"13-LD", "21-ST"}
+
+
+def test_sample_events_are_bare_payloads_about_people_on_the_register():
+    translate = pytest.importorskip("services.intake.translate")
+    register = Register.load(SAMPLE / "register.csv")
+    text = (SAMPLE / "events.jsonl").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
+    received = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+    types: list[str] = []
+    hmpps = 0
+    for number, line in enumerate(lines, start=1):
+        body = json.loads(line)
+        assert isinstance(body, dict), f"line {number}: not a JSON object"
+        assert not {"at", "body"} <= set(body), f"line {number}: not a bare payload"
+        if "eventType" in body:
+            hmpps += 1
+            assert body["eventType"] == "prisoner-offender-search.prisoner.received"
+            assert body["additionalInformation"]["reason"] == "NEW_ADMISSION"
+        else:
+            parse_event(body)
+        for result in translate.translate_many(body, received):
+            for event in result.events:
+                types.append(event.type)
+                entry = register.find(event.person.identifiers())
+                assert entry is not None and entry.on_register(date(2026, 11, 23)), f"line {number}"
+    assert hmpps == 1
+    expected = {"prison.reception", "warrant.issued", "prison.release_date_set", "court.bail_decision"}
+    assert expected <= set(types)
