@@ -64,6 +64,7 @@ def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        logger=logging.getLogger("ppo.kafka"),  # our JSON handler; per-message lines at DEBUG
         log_level=logging.DEBUG,
     )
 
