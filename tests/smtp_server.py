@@ -58,6 +58,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.server.delay_s:
+            await asyncio.sleep(self.server.delay_s)  # a slow relay
         action = self.server._next_data_action()
         if action == "drop":
             # The whole message has arrived; close without a reply, as a crashing relay would.
@@ -87,6 +89,7 @@ class LoopbackSmtpServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self._lock = threading.Lock()
+        self.delay_s = 0.0  # seconds before answering DATA: a slow server
         self._messages: list[ReceivedMessage] = []
         self._temporary_failures = 0
         self._temporary_reply = "451 4.3.0 Try again later"

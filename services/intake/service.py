@@ -14,6 +14,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -162,6 +163,11 @@ class IntakeService:
         except InputRejected as exc:
             await self.dead_letter(raw, "http", exc, agency)
             return JSONResponse(exc.as_dict(), status_code=422)
+        except KafkaError:
+            # Not the sender's fault and nothing was acknowledged: ask them to send it again.
+            log.warning("kafka unavailable; asked the sender to retry", extra={"channel": "http"})
+            return JSONResponse({"error": "temporarily unavailable, send again", "problems": []},
+                                status_code=503, headers={"Retry-After": "5"})
         return JSONResponse({"accepted": accepted}, status_code=202)
 
     def routes(self) -> list[Route]:

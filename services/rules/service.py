@@ -22,7 +22,7 @@ from shared.directory import Directory
 from shared.events import parse_event
 from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, read_to_end
 from shared.obligations import NotificationRequest, Obligation
-from shared.register import Register, RegisterEntry
+from shared.register import Register, RegisterEntry, RegisterError
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -50,7 +50,10 @@ class RulesService:
         register = Register()
         for _, value in await read_to_end(self.settings, self.topics.register):
             if value:
-                register.put(RegisterEntry.from_dict(_loads(value)))
+                try:
+                    register.put(RegisterEntry.from_dict(_loads(value)))
+                except (ValueError, KeyError, TypeError, RegisterError):
+                    metrics.EVENTS_IGNORED.labels(service="rules", reason="invalid-register-record").inc()
         imported: list[RegisterEntry] = []
         if len(register) == 0 and self.settings.register_file is not None:
             register = Register.load(self.settings.register_file)
@@ -58,7 +61,10 @@ class RulesService:
         ledger = Ledger(RuleBook(register, directory, self.timings))
         for _, value in await read_to_end(self.settings, self.topics.obligations):
             if value:
-                ledger.load(Obligation.model_validate_json(value))
+                try:
+                    ledger.load(Obligation.model_validate_json(value))
+                except ValueError:  # a record no service wrote; the live consumer dead-letters it
+                    metrics.EVENTS_IGNORED.labels(service="rules", reason="invalid-obligation-record").inc()
         self.ledger = ledger
         for entry in imported:
             await self._publish_register(entry)

@@ -103,7 +103,10 @@ class SchedulerService:
         latest: dict[str, Obligation] = {}
         for _, value in await read_to_end(self.settings, self.topics.obligations):
             if value:
-                o = Obligation.model_validate_json(value)
+                try:
+                    o = Obligation.model_validate_json(value)
+                except ValueError:  # not an obligation (poison): the live consumer dead-letters it
+                    continue
                 latest[o.obligation_id] = o
         for o in latest.values():
             self.track(o)
