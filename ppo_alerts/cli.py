@@ -29,6 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka used for development and tests")
     kafka.add_argument("args", nargs=argparse.REMAINDER)
+
+    scheduler = sub.add_parser("scheduler", help="the scheduler's job store")
+    scheduler.add_argument("action", choices=("rebuild",),
+                           help="rebuild: empty the job store and rebuild it from the obligations topic")
+
+    from ppo_alerts.register_cli import add_directory_parser, add_register_parser
+
+    add_register_parser(sub)
+    add_directory_parser(sub)
+
+    from ppo_alerts.reports import add_parsers as add_report_parsers
+
+    add_report_parsers(sub)  # `report timeliness|register` and `audit`
     return parser
 
 
@@ -46,6 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         from ppo_alerts.localkafka import main as kafka_main
 
         return kafka_main(args.args, prog="ppo-alerts kafka")
+    if args.command in ("register", "directory"):
+        from ppo_alerts.register_cli import main_directory, main_register
+
+        return main_register(args) if args.command == "register" else main_directory(args)
+    if args.command in ("report", "audit"):
+        from ppo_alerts.reports import main_report
+
+        return main_report(args)
+    if args.command == "scheduler":
+        from services.scheduler.main import main_rebuild
+
+        return main_rebuild()
     if args.command == "run":
         from ppo_alerts.runner import run_services
 

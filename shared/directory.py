@@ -6,7 +6,9 @@ alerts about named offenders may only go to secure government domains (formats.m
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.errors import problems_of
 
 ROLES = ("ppo", "warrants", "probation", "yot", "coordinator", "escalation", "court")
+# The roles the rule book sends to (obligations.md): every BCU with PPOs needs an address for each.
+REQUIRED_ROLES = ("ppo", "warrants", "probation", "yot", "coordinator", "escalation")
 _ADDRESS = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
@@ -104,3 +108,63 @@ class Directory:
 
     def allowed(self, address: str) -> bool:
         return domain_allowed(address, self.recipient_domains)
+
+
+def missing_contacts(directory: Directory | DirectoryHolder, bcus: Iterable[str]) -> list[tuple[str, str]]:
+    """(bcu, role) for each BCU given (those with PPOs) that has no address for a role the rules need."""
+    return [(bcu, role) for bcu in sorted(set(bcus)) for role in REQUIRED_ROLES if not directory.contacts(bcu, role)]
+
+
+def _fingerprint(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class DirectoryHolder:
+    """The directory in force. Services read through it (the same read interface as Directory), so a reload
+    takes effect at the next look-up. `reload()` replaces it only with a file that passes every check: a broken
+    file is refused (DirectoryError) and the directory in force stays."""
+
+    def __init__(self, path: str | Path, directory: Directory | None = None) -> None:
+        self.path = Path(path)
+        self._fingerprint = _fingerprint(self.path)
+        self.current = directory if directory is not None else Directory.load(self.path)
+
+    def changed(self) -> bool:
+        """The file differs from the one last loaded or refused (content, not mtime: ConfigMaps swap links)."""
+        return _fingerprint(self.path) != self._fingerprint
+
+    def reload(self) -> Directory:
+        self._fingerprint = _fingerprint(self.path)  # a refused file is reported once, not at every poll
+        directory = Directory.load(self.path)  # DirectoryError: the one in force stays
+        self.current = directory
+        return directory
+
+    def reload_if_changed(self) -> Directory | None:
+        """The new directory when the file changed and passed; None when unchanged; DirectoryError if refused."""
+        return self.reload() if self.changed() else None
+
+    # --- read-through (Directory's interface) ---
+
+    @property
+    def data(self) -> DirectoryFile:
+        return self.current.data
+
+    @property
+    def recipient_domains(self) -> tuple[str, ...]:
+        return self.current.recipient_domains
+
+    @property
+    def bcu_codes(self) -> list[str]:
+        return self.current.bcu_codes
+
+    def bcu(self, code: str) -> Bcu | None:
+        return self.current.bcu(code)
+
+    def contacts(self, bcu_code: str | None, role: str) -> list[str]:
+        return self.current.contacts(bcu_code, role)
+
+    def allowed(self, address: str) -> bool:
+        return self.current.allowed(address)

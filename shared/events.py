@@ -170,6 +170,7 @@ class SelectedData(Strict):
     home_bcu: Annotated[str, Field(min_length=1, max_length=40)]
     strand: str | None = Field(default=None, max_length=60)
     reason: str | None = Field(default=None, max_length=500)
+    authority: str | None = Field(default=None, max_length=200)  # on whose authority (002 §27: BCU Commander)
 
 
 DeselectionReason = Literal["stopped_offending", "moved_area", "long_custody", "two_year_review", "high_harm", "other"]
@@ -183,6 +184,15 @@ class DeselectedData(Strict):
 class MovedAreaData(Strict):
     from_bcu: Annotated[str, Field(min_length=1, max_length=40)]
     to_bcu: Annotated[str, Field(min_length=1, max_length=40)]
+    reason: str | None = Field(default=None, max_length=500)
+    authority: str | None = Field(default=None, max_length=200)
+
+
+class UpdatedData(Strict):
+    """register.updated: identifiers added to a register entry (a NOMS on first reception, a CRN later).
+    The new identifiers are in `person`, with at least one the register already knows."""
+
+    reason: str | None = Field(default=None, max_length=500)
 
 
 # --- the events ------------------------------------------------------------------------------------
@@ -227,6 +237,7 @@ DATA_MODELS: dict[str, type[BaseModel]] = {
     "register.selected": SelectedData,
     "register.deselected": DeselectedData,
     "register.moved_area": MovedAreaData,
+    "register.updated": UpdatedData,
 }
 EVENT_TYPES = tuple(DATA_MODELS)
 EVENT_MODELS: dict[str, type[EventBase]] = {t: _event(t, m) for t, m in DATA_MODELS.items()}

@@ -1,9 +1,17 @@
-"""Prometheus metrics shared by every service. Labels are bounded: rule, event type, source, reason —
-never a person, an address or an id."""
+"""Prometheus metrics shared by every service. Labels are bounded: rule, event type, source, reason, consumer
+group and topic — never a person, an address or an id. FastStream's own `faststream_*` metrics (per topic) come
+from the middleware that shared/kafka.py `make_broker` installs; all go to the default registry."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from shared.obligations import Obligation
 
 EVENTS_RECEIVED = Counter("ppo_events_received_total", "Payloads received by intake", ["format", "channel"])
 EVENTS_ACCEPTED = Counter("ppo_events_accepted_total", "Canonical events published by intake", ["event_type"])
@@ -20,4 +28,123 @@ EVENT_TO_NOTIFICATION = Histogram(
 )
 TIMERS_PENDING = Gauge("ppo_timers_pending", "Timed obligations waiting in the scheduler")
 TIMERS_FIRED = Counter("ppo_timers_fired_total", "Timers fired", ["rule", "lateness"])
-REGISTER_SIZE = Gauge("ppo_register_people", "People on the register now", ["bcu"])
+# strand: as the coordinators write it (a handful per scheme), "none" when empty
+REGISTER_SIZE = Gauge("ppo_register_people", "People on the register now", ["bcu", "strand"])
+DIRECTORY_MISSING_CONTACTS = Gauge(
+    "ppo_directory_missing_contacts", "1 for each BCU with PPOs that has no address for a role the rules need",
+    ["bcu", "role"])
+DIRECTORY_RELOADS = Counter("ppo_directory_reloads_total", "Directory file changes seen", ["result"])
+CONSUMER_LAG = Gauge("ppo_consumer_lag", "Records not yet processed: end offsets minus the group's committed offsets",
+                     ["group", "topic"])
+OBLIGATIONS_AT_RISK = Gauge(
+    "ppo_obligations_at_risk", "Pending obligations past their send time whose notify-by is within the hour or passed",
+    ["rule"])
+
+# --- label values known in advance: series exist at 0 from start-up, so alert rules see the first event ----
+
+# The rule book's ids (services/rules/rulebook.py RULES; tests/unit/test_deploy.py keeps the two equal).
+RULE_IDS = ("A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "B1", "B2", "B3", "B4", "B5", "B6", "B8",
+            "C1", "C2", "C3", "C4", "C5", "C6", "C7")
+NOTIFICATION_OUTCOMES = ("sent", "temporary-failure", "permanent-failure", "duplicate-suppressed")
+DEADLINE_RESULTS = ("met", "breached", "failed")  # breached: accepted after notify_by; failed: every recipient refused
+TIMER_LATENESS = ("on_time", "late")
+AT_RISK_WITHIN = timedelta(hours=1)
+
+
+def initialise(service: str) -> None:
+    """Create the service's rule-labelled series at 0 (call once when the service is built)."""
+    if service == "intake":
+        from shared.events import EVENT_TYPES
+
+        for event_type in EVENT_TYPES:
+            EVENTS_ACCEPTED.labels(event_type=event_type)
+    for rule in RULE_IDS:
+        if service == "rules":
+            OBLIGATIONS_RAISED.labels(rule=rule)
+            OBLIGATIONS_CANCELLED.labels(rule=rule)
+        elif service == "notifier":
+            EVENT_TO_NOTIFICATION.labels(rule=rule)
+            for outcome in NOTIFICATION_OUTCOMES:
+                NOTIFICATIONS.labels(rule=rule, outcome=outcome)
+            for result in DEADLINE_RESULTS:
+                DEADLINES.labels(rule=rule, result=result)
+        elif service == "scheduler":
+            OBLIGATIONS_AT_RISK.labels(rule=rule).set(0)
+            for lateness in TIMER_LATENESS:
+                TIMERS_FIRED.labels(rule=rule, lateness=lateness)
+
+
+# --- obligations at risk: a pure count, and a tracker for the service that sees every obligation state ----
+
+def obligations_at_risk(obligations: Iterable[Obligation], now: datetime,
+                        within: timedelta = AT_RISK_WITHIN) -> dict[str, int]:
+    """Per rule, the pending obligations whose send time has come and whose notify-by is within `within` of
+    `now` (or already passed): those a person should look at. A timed obligation still waiting for its send
+    time is on schedule, not at risk."""
+    counts: dict[str, int] = {}
+    for o in obligations:
+        if o.status == "pending" and o.send_at <= now and o.notify_by <= now + within:
+            counts[o.rule] = counts.get(o.rule, 0) + 1
+    return counts
+
+
+class OpenObligations:
+    """The pending obligations, kept from the obligation states as they pass (a consumer of the obligations
+    topic calls `observe` with each), and the `ppo_obligations_at_risk` gauge computed from them."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Obligation] = {}
+        self._version: dict[str, int] = {}  # obligation id -> length of the history last seen
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def observe(self, o: Obligation) -> None:
+        """Take one state. An older state seen after a newer one (a catch-up read racing the live consumer) is
+        ignored: an obligation's history only grows."""
+        version = len(o.history)
+        if version < self._version.get(o.obligation_id, -1):
+            return
+        self._version[o.obligation_id] = version
+        if o.status == "pending":
+            self._pending[o.obligation_id] = o
+        else:
+            self._pending.pop(o.obligation_id, None)
+
+    def export(self, now: datetime) -> dict[str, int]:
+        counts = obligations_at_risk(self._pending.values(), now)
+        for rule in {*RULE_IDS, *counts, *_AT_RISK_EXPORTED}:
+            OBLIGATIONS_AT_RISK.labels(rule=rule).set(counts.get(rule, 0))
+        _AT_RISK_EXPORTED.update(counts)
+        return counts
+
+    def seed(self, records: Iterable[bytes | None]) -> None:
+        """Observe every obligation state among `records` (values read from the obligations topic at start-up);
+        anything that is not an obligation is skipped (the live consumer dead-letters it)."""
+        for value in records:
+            if value:
+                try:
+                    self.observe(Obligation.model_validate_json(value))
+                except ValueError:
+                    continue
+
+    async def run(self, now: Callable[[], datetime], every_s: float = 15.0) -> None:
+        """Export every `every_s` seconds until cancelled."""
+        while True:
+            self.export(now())
+            await asyncio.sleep(every_s)
+
+    def start(self, now: Callable[[], datetime], every_s: float = 15.0) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(now, every_s), name="ppo-obligations-at-risk")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+_AT_RISK_EXPORTED: set[str] = set()

@@ -144,6 +144,56 @@ class Register:
                     f"cannot also give it to {person_id}"
                 )
 
+    def identify(self, identifiers: dict[str, str]) -> RegisterEntry | None:
+        """The one entry these identifiers describe, or None for someone not on the register.
+
+        Refused (RegisterError, saying why) when they point at two different entries, or when they give an
+        identifier of a kind the entry already has with another value (same PNC, different NOMS...)."""
+        found = {pid for kind, value in identifiers.items() if value and (pid := self._index.get((kind, value)))}
+        if len(found) > 1:
+            held: dict[str, list[str]] = {}
+            for k, v in identifiers.items():
+                if v and (k, v) in self._index:
+                    held.setdefault(self._index[(k, v)], []).append(f"{k.upper()} {v}")
+            raise RegisterError("; ".join(f"{', '.join(ids)} already belong{'s' if len(ids) == 1 else ''} to "
+                                          f"register entry {pid}"
+                                          for pid, ids in sorted(held.items()))
+                                + ": one person cannot be two register entries")
+        if not found:
+            return None
+        entry = self._entries[found.pop()]
+        for kind, value in identifiers.items():
+            have = entry.identifiers.get(kind)
+            if value and have and have != value:
+                known = next((f"{k.upper()} {v}" for k, v in identifiers.items() if entry.identifiers.get(k) == v),
+                             "an identifier")
+                raise RegisterError(
+                    f"{known} is register entry {entry.person_id}, whose {kind.upper()} is {have}, not {value}")
+        return entry
+
+    def update(self, identifiers: dict[str, str], given_name: str | None = None, family_name: str | None = None,
+               date_of_birth: date | None = None) -> tuple[RegisterEntry | None, bool]:
+        """Add identifiers (a NOMS on first reception, a CRN later) to the entry they describe, and fill in a
+        missing name or date of birth (never overwrites). Returns the entry (None: not on the register) and
+        whether anything changed. Checked before changed (see `identify`)."""
+        entry = self.identify(identifiers)
+        if entry is None:
+            return None, False
+        merged = {**entry.identifiers, **identifiers}
+        changed = merged != entry.identifiers or any(
+            new is not None and old is None for old, new in (
+                (entry.given_name, given_name), (entry.family_name, family_name),
+                (entry.date_of_birth, date_of_birth)))
+        if not changed:
+            return entry, False
+        self.check_identifiers_free(merged, entry.person_id)
+        entry.identifiers = merged
+        entry.given_name = entry.given_name or given_name
+        entry.family_name = entry.family_name or family_name
+        entry.date_of_birth = entry.date_of_birth or date_of_birth
+        self.put(entry)
+        return entry, True
+
     def put(self, entry: RegisterEntry) -> None:
         """Insert or replace an entry (e.g. a snapshot read from the register topic). Checked before changed."""
         self.check_identifiers_free(entry.identifiers, entry.person_id)
@@ -160,7 +210,7 @@ class Register:
     def select(self, identifiers: dict[str, str], day: date, home_bcu: str, strand: str | None = None,
                reason: str | None = None, given_name: str | None = None, family_name: str | None = None,
                date_of_birth: date | None = None) -> RegisterEntry:
-        entry = self.find(identifiers)
+        entry = self.identify(identifiers)
         if entry is None:
             entry = RegisterEntry(person_id_for(identifiers), dict(identifiers), given_name, family_name,
                                   date_of_birth)
@@ -230,38 +280,15 @@ class Register:
         return cls.from_csv_text(text, str(path))
 
     def _add_row(self, row: dict[str, str | None]) -> None:
-        def cell(name: str) -> str | None:
-            v = (row.get(name) or "").strip()
-            return v or None
-
-        identifiers: dict[str, str] = {}
-        for kind in IDENTIFIER_KINDS:
-            if (value := cell(kind)) is not None:
-                try:
-                    identifiers[kind] = NORMALISERS[kind](value)
-                except ValueError as exc:
-                    raise RegisterError(f"{kind}: {exc}") from None
-        if not identifiers:
-            raise RegisterError("no identifier (pnc, cro, noms or crn)")
-        home_bcu = cell("home_bcu")
-        if not home_bcu:
-            raise RegisterError("home_bcu is empty")
-        selected = _date(cell("selected_on"), "selected_on", required=True)
-        assert selected is not None
-        deselected = _date(cell("deselected_on"), "deselected_on")
-        if deselected is not None and deselected < selected:
-            raise RegisterError(f"deselected_on {deselected} is before selected_on {selected}")
-        dob = _date(cell("date_of_birth"), "date_of_birth")
-        end_reason = cell("deselection_reason") or ("other" if deselected else None)
-        period = Period(selected, deselected, home_bcu, cell("strand"), cell("reason"), end_reason,
-                        cell("deselection_authority"))
-        entry = self.find(identifiers)
+        parsed = parse_row(row)
+        period = parsed.periods[0]
+        entry = self.identify(parsed.identifiers)
         if entry is None:
-            entry = RegisterEntry(person_id_for(identifiers), identifiers, cell("given_name"),
-                                  cell("family_name"), dob, [period])
+            entry = parsed
         else:
             if any(_overlap(p, period) for p in entry.periods):
                 raise RegisterError("overlaps an earlier row for the same person")
+            entry.identifiers = {**entry.identifiers, **parsed.identifiers}
             entry.periods.append(period)
             entry.periods.sort(key=lambda p: p.start)
         self.put(entry)
@@ -280,6 +307,37 @@ class Register:
                     p.end_reason or "" if p.end else "", p.authority or "",
                 ])
         return out.getvalue()
+
+
+def parse_row(row: dict[str, str | None]) -> RegisterEntry:
+    """One CSV row (contract §2, plus OPTIONAL_COLUMNS) as an entry with one period; RegisterError says why not."""
+    def cell(name: str) -> str | None:
+        v = (row.get(name) or "").strip()
+        return v or None
+
+    identifiers: dict[str, str] = {}
+    for kind in IDENTIFIER_KINDS:
+        if (value := cell(kind)) is not None:
+            try:
+                identifiers[kind] = NORMALISERS[kind](value)
+            except ValueError as exc:
+                raise RegisterError(f"{kind}: {exc}") from None
+    if not identifiers:
+        raise RegisterError("no identifier (pnc, cro, noms or crn)")
+    home_bcu = cell("home_bcu")
+    if not home_bcu:
+        raise RegisterError("home_bcu is empty")
+    selected = _date(cell("selected_on"), "selected_on", required=True)
+    assert selected is not None
+    deselected = _date(cell("deselected_on"), "deselected_on")
+    if deselected is not None and deselected < selected:
+        raise RegisterError(f"deselected_on {deselected} is before selected_on {selected}")
+    dob = _date(cell("date_of_birth"), "date_of_birth")
+    end_reason = cell("deselection_reason") or ("other" if deselected else None)
+    period = Period(selected, deselected, home_bcu, cell("strand"), cell("reason"), end_reason,
+                    cell("deselection_authority"))
+    return RegisterEntry(person_id_for(identifiers), identifiers, cell("given_name"), cell("family_name"), dob,
+                         [period])
 
 
 def _overlap(a: Period, b: Period) -> bool:

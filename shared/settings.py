@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,45 @@ class Settings(BaseSettings):
     scheduler_misfire_grace_s: int = Field(default=30 * 24 * 3600, ge=60)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Register administration (docs/coordinators.md)
+    # sha256 hex of each coordinator bearer token -> the coordinator's name (recorded as `source` of each change);
+    # only these tokens may post register changes (POST /v1/register/..., register.* on /v1/events)
+    intake_coordinator_tokens: dict[str, str] = Field(default_factory=dict)
+    # the name `ppo-alerts register` records as `source` of a change (default: the operating-system user)
+    register_operator: str | None = Field(default=None, min_length=1, max_length=100)
+    # how often the rules service looks for a changed directory file, in seconds (0: never; restart to reload)
+    directory_reload_s: float = Field(default=30.0, ge=0)
+
+    # Scheduler, acknowledgement and escalation (services/scheduler, shared/ack.py; .env.example explains each)
+    scheduler_lease_ttl_s: float = Field(default=30.0, ge=2, le=600)  # a standby takes over this long after
+    scheduler_deadline_grace_s: float = Field(default=60.0, ge=0, le=3600)  # after notify_by, then breached
+    scheduler_list_review_every_months: int = Field(default=1, ge=1, le=12)  # C6: 1 monthly, 3 quarterly
+    ack_escalate_after_working_hours: float = Field(default=4.0, ge=0, le=400)  # immediate rules; 0: never
+    ack_secret: SecretStr | None = Field(default=None, min_length=32)  # HMAC key of acknowledgement links
+    ack_link_ttl_days: int = Field(default=30, ge=1, le=365)
+    ack_base_url: str | None = None  # default: public_base_url; court recipients see it, so never "PPO"
+
+    @field_validator("ack_base_url")
+    @classmethod
+    def _neutral_ack_base_url(cls, value: str | None) -> str | None:
+        from shared.ack import base_url_problem
+
+        if value is not None and (problem := base_url_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    # Notifier (services/notifier; .env.example explains each)
+    # From address for court recipients (never "PPO": 001 §6.3, §7.2); default: smtp_sender, and a court message
+    # whose sender names PPOs is refused, not sent
+    smtp_court_sender: str | None = None
+    smtp_validate_certs: bool = True  # verify the mail server's TLS certificate (false: a test relay only)
+    notifier_retry_attempts: int = Field(default=3, ge=1, le=10)  # SMTP attempts per recipient per request
+    notifier_retry_backoff_s: float = Field(default=1.0, ge=0, le=60)  # first in-request backoff, then doubling
+    notifier_redeliver_after_s: float = Field(default=30.0, gt=0, le=3600)  # first redelivery of a failing request
+    notifier_redeliver_max_s: float = Field(default=900.0, gt=0, le=86400)  # redeliveries double up to this
+    notifier_give_up_after_h: float = Field(default=24.0, gt=0, le=24 * 14)  # then permanent-failure, escalated
+    notifier_max_message_bytes: int = Field(default=1_000_000, ge=10_000, le=25_000_000)
 
 
 def load_settings() -> Settings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import logging
 from collections import OrderedDict
@@ -18,12 +19,14 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import Counter
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from services.intake.translate import Translation, translate_many
 from shared import metrics
+from shared.ack import Acknowledgement, AckSecretMissing, ack_secret, verify
 from shared.clock import Clock
 from shared.errors import InputRejected
 from shared.events import EventBase
@@ -67,15 +70,20 @@ class IntakeService:
         self.clock = clock
         self.topics = Topics(settings.topic_prefix)
         self.recent = RecentIds()
+        self.ack_key = _ack_key(settings)  # checks GET /ack links (shared/ack.py)
         self.ready = False
+        metrics.initialise("intake")
         broker.subscriber(
             self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest", ack_policy=AckPolicy.ACK,
         )(dead_letter_guard("intake", broker, self.topics.dead_letter, self.on_raw))
 
     # --- core: one body in, canonical events out ---------------------------------------------------------
 
-    async def accept(self, body: Any, channel: str, received_at: datetime) -> list[str]:
+    async def accept(self, body: Any, channel: str, received_at: datetime, allow_register: bool = True) -> list[str]:
         translations: list[Translation] = translate_many(body, received_at)  # raises InputRejected
+        if not allow_register and any(e.type.startswith("register.") for t in translations  # type: ignore[attr-defined]
+                                      for e in t.events):
+            raise RegisterForbidden("register changes need a coordinator token (docs/coordinators.md)")
         accepted: list[str] = []
         for t in translations:
             metrics.EVENTS_RECEIVED.labels(format=t.format, channel=channel).inc()
@@ -138,8 +146,53 @@ class IntakeService:
                 agency = name
         return agency
 
+    def coordinator(self, request: Request) -> str | None:
+        """The coordinator behind a bearer token in PPO_INTAKE_COORDINATOR_TOKENS (sha256 hex -> name), or None."""
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return None
+        digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
+        name = None
+        for stored, who in self.settings.intake_coordinator_tokens.items():
+            if hmac.compare_digest(stored.lower(), digest):
+                name = who
+        return name
+
+    async def post_register(self, request: Request) -> JSONResponse:
+        """POST /v1/register/{select|deselect|move|update|import}: a coordinator's change to the register,
+        checked against the register topic and published as a register.* event (docs/coordinators.md)."""
+        from ppo_alerts.register_cli import http_register
+
+        coordinator = self.coordinator(request)
+        if coordinator is None:
+            if self.authenticate(request) is None:
+                return _error(401, "missing or unknown bearer token")
+            return _error(403, "register changes need a coordinator token (PPO_INTAKE_COORDINATOR_TOKENS)")
+        raw = await request.body()
+        if len(raw) > self.settings.intake_max_body_bytes:
+            return _error(413, f"body larger than {self.settings.intake_max_body_bytes} bytes")
+        now = self.clock.now()
+
+        async def publish(changes: list[Any]) -> None:
+            for c in changes:
+                await self.broker.publish(json.dumps(c.event).encode(), self.topics.events, key=c.key,
+                                          headers={RECEIVED_AT_HEADER: now.isoformat()})
+                metrics.EVENTS_ACCEPTED.labels(event_type=c.event["type"]).inc()
+            log.info("register change accepted", extra={"channel": "http", "changes": len(changes),
+                                                        "event_ids": [c.event["id"] for c in changes][:20]})
+
+        dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
+        try:
+            status, body = await http_register(self.settings, request.path_params["action"], raw, coordinator, now,
+                                               publish, dry_run=dry_run)
+        except KafkaError:
+            return JSONResponse({"error": "temporarily unavailable, send again", "problems": []},
+                                status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse(body, status_code=status)
+
     async def post_events(self, request: Request) -> JSONResponse:
-        agency = self.authenticate(request)
+        coordinator = self.coordinator(request)
+        agency = coordinator or self.authenticate(request)
         if agency is None:
             return _error(401, "missing or unknown bearer token")
         length = request.headers.get("content-length")
@@ -159,7 +212,9 @@ class IntakeService:
             await self.dead_letter(raw, "http", rejection, agency)
             return JSONResponse(rejection.as_dict(), status_code=400)
         try:
-            accepted = await self.accept(payload, "http", now)
+            accepted = await self.accept(payload, "http", now, allow_register=coordinator is not None)
+        except RegisterForbidden as exc:
+            return _error(403, str(exc))
         except InputRejected as exc:
             await self.dead_letter(raw, "http", exc, agency)
             return JSONResponse(exc.as_dict(), status_code=422)
@@ -171,7 +226,62 @@ class IntakeService:
         return JSONResponse({"accepted": accepted}, status_code=202)
 
     def routes(self) -> list[Route]:
-        return [Route("/v1/events", self.post_events, methods=["POST"])]
+        return [Route("/v1/events", self.post_events, methods=["POST"]),
+                Route("/v1/register/{action}", self.post_register, methods=["POST"]),
+                Route("/ack", self.get_ack, methods=["GET"])]
+
+    async def get_ack(self, request: Request) -> HTMLResponse:
+        """GET /ack?o=&r=&e=&s=: a recipient followed the signed link in a message. A valid link publishes an
+        Acknowledgement (the scheduler records it in the obligation's state and stops its escalation) and shows a
+        plain confirmation; a tampered, expired or malformed link changes nothing and gets a 4xx page. The pages
+        are neutral (court recipients get links too) and name no one. A HEAD request (link scanners) records
+        nothing."""
+        now = self.clock.now()
+        check = verify(self.ack_key, request.query_params, now)
+        ACK_LINKS.labels(result=check.verdict).inc()
+        if not check.ok:
+            return _ack_page(check.http_status, *_ACK_REFUSED[check.verdict])
+        if request.method == "GET":
+            assert check.expires_at is not None
+            ack = Acknowledgement(obligation_id=check.obligation_id, recipient=check.recipient, acknowledged_at=now,
+                                  link_expires_at=check.expires_at)
+            try:
+                await self.broker.publish(dumps(ack), self.topics.acknowledgements,
+                                          key=check.obligation_id.encode())
+            except KafkaError:
+                return _ack_page(503, "Not recorded yet", "The service is busy. Please follow the link again in a "
+                                 "few minutes.")
+            log.info("acknowledged", extra={"obligation_id": check.obligation_id, "channel": "link"})
+        return _ack_page(200, "Acknowledged", "Thank you. Your acknowledgement has been recorded.")
+
+
+ACK_LINKS = Counter("ppo_ack_links_total", "Acknowledgement links followed, by result", ["result"])
+_ACK_REFUSED = {
+    "malformed": ("Link not recognised", "This link is incomplete or damaged. Copy the whole link from the message, "
+                  "or reply to the message instead."),
+    "bad-signature": ("Link not valid", "This link is not valid: it was changed, or it was meant for someone else. "
+                      "Nothing has been recorded."),
+    "expired": ("Link expired", "This link has expired. Nothing has been recorded; reply to the message instead."),
+}
+
+
+def _ack_key(settings: Settings) -> bytes:
+    try:
+        return ack_secret(settings)
+    except AckSecretMissing as exc:
+        raise SystemExit(f"ppo-alerts: {exc}") from None
+
+
+def _ack_page(status: int, title: str, text: str) -> HTMLResponse:
+    body = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" "
+            f"content=\"noindex\"><title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>{html.escape(text)}</p></body></html>")
+    return HTMLResponse(body, status_code=status,
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+class RegisterForbidden(Exception):
+    """A register.* event from a token that is not a coordinator's."""
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -270,6 +270,16 @@ class Ledger:
                 decision.register_changes.append(entry)
                 decision.extend(self.on_register_loaded(entry, r))
                 return decision
+            if etype == "register.updated":  # identifiers added; a clash with someone else is refused
+                p = event.person
+                updated, changed = self.register.update(ids, p.given_name, p.family_name, p.date_of_birth)
+                if updated is None:
+                    return Decision(ignored="not-on-register")
+                if changed:
+                    decision.register_changes.append(updated)
+                else:
+                    decision.ignored = "register-unchanged"
+                return decision
             entry = self.register.find(ids)
             if entry is None:
                 return Decision(ignored="not-on-register")

@@ -6,6 +6,7 @@ Kafka. A replayed event finds its obligations already in the ledger (same identi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -16,9 +17,10 @@ from faststream.kafka.annotations import KafkaMessage
 
 from services.rules.ledger import Decision, Ledger
 from services.rules.rulebook import RuleBook, RuleTimings
+from shared import calendar as cal
 from shared import metrics
 from shared.clock import Clock
-from shared.directory import Directory
+from shared.directory import DirectoryError, DirectoryHolder, missing_contacts
 from shared.events import parse_event
 from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, read_to_end
 from shared.obligations import NotificationRequest, Obligation
@@ -39,6 +41,11 @@ class RulesService:
         self.timings = timings or RuleTimings()
         self.ready = False
         self.ledger: Ledger | None = None
+        self.directory: DirectoryHolder | None = None  # read through by the rule book; reloaded when the file changes
+        self._gaps: set[tuple[str, str]] = set()
+        self._watch: asyncio.Task[None] | None = None
+        self._metrics_due: asyncio.TimerHandle | None = None
+        metrics.initialise("rules")
         broker.subscriber(
             self.topics.events, group_id="ppo-rules", auto_offset_reset="earliest",
             ack_policy=AckPolicy.ACK, max_records=100,
@@ -46,7 +53,7 @@ class RulesService:
 
     async def load_state(self) -> None:
         """Materialise the register and the obligations from their compacted topics, then start timers."""
-        directory = Directory.load(self.settings.directory_file)
+        self.directory = directory = DirectoryHolder(self.settings.directory_file)
         register = Register()
         for _, value in await read_to_end(self.settings, self.topics.register):
             if value:
@@ -58,7 +65,7 @@ class RulesService:
         if len(register) == 0 and self.settings.register_file is not None:
             register = Register.load(self.settings.register_file)
             imported = register.entries()
-        ledger = Ledger(RuleBook(register, directory, self.timings))
+        ledger = Ledger(RuleBook(register, directory, self.timings))  # type: ignore[arg-type]  # reads through
         for _, value in await read_to_end(self.settings, self.topics.obligations):
             if value:
                 try:
@@ -71,9 +78,9 @@ class RulesService:
         now = self.clock.now()
         for entry in register.entries():
             await self._publish(ledger.on_register_loaded(entry, now), now)
-        for bcu in {p.home_bcu for e in register.entries() for p in e.periods if p.end is None}:
-            metrics.REGISTER_SIZE.labels(bcu=bcu).set(
-                sum(1 for e in register.entries() if (p := e.open_period()) and p.home_bcu == bcu))
+        self._register_metrics()
+        if self.settings.directory_reload_s > 0 and self._watch is None:
+            self._watch = asyncio.create_task(self._watch_directory(), name="ppo-rules-directory-watch")
         log.info("rules ready", extra={"register_entries": len(register), "obligations": len(ledger.obligations)})
         self.ready = True
 
@@ -85,6 +92,8 @@ class RulesService:
         if decision.ignored:
             metrics.EVENTS_IGNORED.labels(service="rules", reason=decision.ignored.split(":")[0]).inc()
         await self._publish(decision, self.clock.now())
+        if decision.register_changes:
+            self._register_metrics_soon()
         log.info("event evaluated", extra={
             "event_id": event.id, "event_type": event.type,  # type: ignore[attr-defined]
             "raised": [o.obligation_id for o in decision.raised],
@@ -100,6 +109,8 @@ class RulesService:
             await self.broker.publish(dumps(o), t.obligations, key=o.obligation_id.encode())
         for o in decision.raised:
             metrics.OBLIGATIONS_RAISED.labels(rule=o.rule).inc()
+            if o.status == "failed":  # nobody to address it to: failed at once (and escalated)
+                metrics.DEADLINES.labels(rule=o.rule, result="failed").inc()
             await self.broker.publish(dumps(o), t.obligations, key=o.obligation_id.encode())
             if o.status == "pending" and o.send_at <= now:
                 request = NotificationRequest(obligation=o, requested_at=now)
@@ -109,6 +120,80 @@ class RulesService:
 
     async def _publish_register(self, entry: RegisterEntry) -> None:
         await self.broker.publish(dumps(entry.to_dict()), self.topics.register, key=entry.person_id.encode())
+
+    # --- the register's size, the directory's gaps, directory reload ----------------------------------------
+
+    def _register_metrics_soon(self) -> None:
+        """Recount at most twice a second: an import of thousands of rows is thousands of register events."""
+        if self._metrics_due is None:
+            def run() -> None:
+                self._metrics_due = None
+                self._register_metrics()
+
+            self._metrics_due = asyncio.get_running_loop().call_later(0.5, run)
+
+    def _register_metrics(self) -> None:
+        """ppo_register_people{bcu,strand} and ppo_directory_missing_contacts{bcu,role}, from the live register;
+        a BCU with PPOs that lacks a contact a rule needs is logged when that becomes so."""
+        assert self.ledger is not None and self.directory is not None
+        day = cal.london_date(self.clock.now())
+        counts: dict[tuple[str, str], int] = {}
+        for entry in self.ledger.register.entries():
+            if (p := entry.period_at(day)) is not None:
+                key = (p.home_bcu, (p.strand or "none")[:40])
+                counts[key] = counts.get(key, 0) + 1
+        metrics.REGISTER_SIZE.clear()
+        for (bcu, strand), n in counts.items():
+            metrics.REGISTER_SIZE.labels(bcu=bcu, strand=strand).set(n)
+        gaps = set(missing_contacts(self.directory, {bcu for bcu, _ in counts}))
+        metrics.DIRECTORY_MISSING_CONTACTS.clear()
+        for bcu, role in sorted(gaps):
+            metrics.DIRECTORY_MISSING_CONTACTS.labels(bcu=bcu, role=role).set(1)
+        for bcu in sorted({b for b, _ in gaps - self._gaps}):
+            log.warning("BCU with PPOs lacks contacts the rules need", extra={
+                "bcu": bcu, "roles": sorted(r for b, r in gaps if b == bcu), "file": str(self.directory.path)})
+        self._gaps = gaps
+
+    def reload_directory(self) -> bool | None:
+        """Load the directory file again if it changed: True when the new one is in force, False when it was
+        refused (the one in force stays), None when unchanged."""
+        assert self.directory is not None
+        try:
+            new = self.directory.reload_if_changed()
+        except DirectoryError as exc:
+            metrics.DIRECTORY_RELOADS.labels(result="refused").inc()
+            log.error("directory file refused; the directory in force stays", extra={
+                "file": str(self.directory.path), "error": str(exc)})
+            return False
+        if new is None:
+            return None
+        metrics.DIRECTORY_RELOADS.labels(result="loaded").inc()
+        log.info("directory reloaded", extra={"file": str(self.directory.path), "bcus": len(new.bcu_codes)})
+        if self.ledger is not None:
+            self._register_metrics()
+        return True
+
+    async def _watch_directory(self) -> None:
+        """Every PPO_DIRECTORY_RELOAD_S seconds, reload the directory file if it changed; ends with the broker."""
+        seen_running = False
+        every = self.settings.directory_reload_s
+        waited = 0.0
+        while True:
+            step = min(1.0, every)  # look at the broker every second, so the watch ends soon after the service
+            await asyncio.sleep(step)
+            running = bool(getattr(self.broker, "running", True))
+            if seen_running and not running:
+                self._watch = None
+                return
+            seen_running = seen_running or running
+            waited += step
+            if waited < every:
+                continue
+            waited = 0.0
+            try:
+                self.reload_directory()
+            except Exception:  # never let the watch die quietly
+                log.exception("directory reload failed")
 
 
 def _loads(value: bytes) -> Any:

@@ -45,6 +45,7 @@ MINIMAL: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "register.selected": ({"home_bcu": "13-LD"}, ("home_bcu",)),
     "register.deselected": ({"reason": "stopped_offending"}, ("reason",)),
     "register.moved_area": ({"from_bcu": "13-LD", "to_bcu": "21-ST"}, ("from_bcu", "to_bcu")),
+    "register.updated": ({}, ()),
 }
 
 # Optional fields, each with a valid value: all may be given together.
