@@ -74,7 +74,7 @@ class IntakeService:
         self.ready = False
         metrics.initialise("intake")
         broker.subscriber(
-            self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest", ack_policy=AckPolicy.ACK,
+            self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR,
         )(dead_letter_guard("intake", broker, self.topics.dead_letter, self.on_raw))
 
     # --- core: one body in, canonical events out ---------------------------------------------------------

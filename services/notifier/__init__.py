@@ -4,15 +4,17 @@
 - `smtp`: the `EmailSender` interface and its aiosmtplib implementations (pooled, one-shot).
 - `sendlog`: the durable send log (SQLite) and the pure dedup decision.
 - `pipeline`: `DeliveryPipeline.deliver(obligation)`, the async API the Kafka handler calls.
+- `digest`: the weekly custody digest of one BCU (rule `DIGEST`): HTML table by days to release, CSV attached.
 
 Nothing here connects or opens a file at import time.
 """
 
 from __future__ import annotations
 
+from services.notifier.digest import DIGEST, build_digest, custody_csv, custody_lines
 from services.notifier.pipeline import DeliveryPipeline, RetryPolicy, obligation_status
 from services.notifier.render import RenderedMessage, Renderer, RenderError
-from services.notifier.sendlog import SendLog, SendLogEntry, decide
+from services.notifier.sendlog import Redelivery, SendLog, SendLogEntry, decide
 from services.notifier.smtp import (
     EmailSender,
     OneShotSmtpSender,
@@ -23,10 +25,12 @@ from services.notifier.smtp import (
 )
 
 __all__ = [
+    "DIGEST",
     "DeliveryPipeline",
     "EmailSender",
     "OneShotSmtpSender",
     "RecipientResult",
+    "Redelivery",
     "RenderError",
     "RenderedMessage",
     "Renderer",
@@ -36,6 +40,9 @@ __all__ = [
     "SendResult",
     "SmtpSender",
     "SmtpSettings",
+    "build_digest",
+    "custody_csv",
+    "custody_lines",
     "decide",
     "obligation_status",
 ]

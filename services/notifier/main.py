@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from services.notifier.pipeline import DeliveryPipeline
+from datetime import timedelta
+
+from services.notifier.pipeline import DeliveryPipeline, RetryPolicy
 from services.notifier.render import Renderer
 from services.notifier.sendlog import SendLog
 from services.notifier.service import NotifierService
 from services.notifier.smtp import SmtpSender, SmtpSettings
+from shared.ack import AckLinks, AckSecretMissing, ack_base_url, ack_secret
 from shared.clock import Clock
 from shared.directory import Directory
 from shared.http import HttpServer, build_app
@@ -20,8 +23,28 @@ def smtp_settings(settings: Settings) -> SmtpSettings:
         host=settings.smtp_host, port=settings.smtp_port, tls_mode=settings.smtp_tls_mode,
         allow_plaintext=settings.smtp_allow_plaintext, username=settings.smtp_username,
         password=settings.smtp_password, timeout_s=settings.smtp_timeout_s, pool_size=settings.smtp_pool_size,
-        sender=settings.smtp_sender,
+        sender=settings.smtp_sender, court_sender=settings.smtp_court_sender,
+        validate_certs=settings.smtp_validate_certs,
     )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.notifier_retry_attempts, initial_backoff_s=settings.notifier_retry_backoff_s,
+        give_up_after=timedelta(hours=settings.notifier_give_up_after_h),
+        redeliver_initial_s=settings.notifier_redeliver_after_s,
+        redeliver_max_s=max(settings.notifier_redeliver_max_s, settings.notifier_redeliver_after_s),
+    )
+
+
+def ack_links(settings: Settings, clock: Clock) -> AckLinks:
+    """Signed, expiring acknowledgement links for every message (shared/ack.py); intake's GET /ack checks them.
+    PPO_ACK_SECRET is required unless the links point at this machine."""
+    try:
+        secret = ack_secret(settings)
+    except AckSecretMissing as exc:
+        raise SystemExit(f"ppo-alerts: {exc}") from None
+    return AckLinks(ack_base_url(settings), secret, timedelta(days=settings.ack_link_ttl_days), clock)
 
 
 def build(settings: Settings, clock: Clock) -> tuple[RunningService, NotifierService]:
@@ -30,15 +53,23 @@ def build(settings: Settings, clock: Clock) -> tuple[RunningService, NotifierSer
     sendlog = SendLog(settings.state_dir / "notifier-sendlog.sqlite")
     sender = SmtpSender(smtp_settings(settings))
     pipeline = DeliveryPipeline(
-        Renderer(), sender, sendlog, clock, directory.recipient_domains, from_address=settings.smtp_sender,
+        Renderer(max_message_bytes=settings.notifier_max_message_bytes), sender, sendlog, clock,
+        directory.recipient_domains, ack_url_builder=ack_links(settings, clock), retry=retry_policy(settings),
+        from_address=settings.smtp_sender,
+        court_from_address=settings.smtp_court_sender,
     )
     broker = make_broker(settings, "ppo-notifier")
     service = NotifierService(settings, broker, clock, pipeline)
 
     async def ready() -> None:
+        service.start_redeliveries()
         service.ready = True
 
     async def close() -> None:
+        await service.stop_redeliveries()
+        # Stop consuming before the send log closes: the request in hand finishes (FastStream waits for it) and
+        # records its outcome, so a clean stop never leaves an accepted message unrecorded.
+        await broker.stop()
         await sender.close()
         sendlog.close()
 

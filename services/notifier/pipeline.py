@@ -4,11 +4,20 @@ One email per recipient (its own Message-ID; a refusal of one address never affe
 handled concurrently. The outcome of every recipient is in the send log (fsync'd) before `deliver` returns, so
 the caller may commit the Kafka offset as soon as it has the outcomes.
 
-Retry: a temporary failure (4xx, connection trouble) is retried in the same call with exponential backoff, at
-most `RetryPolicy.max_attempts` SMTP attempts per call (so a partition is never held for long). If the message
-is still not through, the outcome is `temporary-failure` and the caller should ask again later (a redelivered
-request resumes from the send log). From the first attempt for a (key, recipient), retries go on until
-`give_up_after`; after that the outcome is `permanent-failure` ("gave up").
+Outcomes as they happen: `deliver(o, on_progress=...)` awaits `on_progress` with a `queued` outcome after the
+send log has recorded `queued` and before each SMTP transaction starts, and with a `temporary-failure` outcome
+(detail "...; retry in N s") before each in-call backoff. The final outcome of each recipient is returned
+(`sent`, `temporary-failure`, `permanent-failure` or `duplicate-suppressed`), not passed to `on_progress`.
+If `on_progress` raises (e.g. Kafka is down), nothing is sent for that recipient and the error propagates: the
+request is redelivered, and resumes from the send log.
+
+Retry: a temporary failure (4xx, connection trouble) is retried in the same call with a short exponential
+backoff, at most `RetryPolicy.max_attempts` SMTP attempts per call (default 3: about 3 seconds of waiting, so a
+partition is never held for long). If the message is still not through, the outcome is `temporary-failure`
+and the caller parks the request for a later redelivery (`RetryPolicy.redelivery_delay`: 30 s, 60 s, ... up to
+15 minutes; see `NotifierService`); the redelivered request resumes from the send log. From the first attempt
+for a (key, recipient), retries go on until `give_up_after`; after that the outcome is `permanent-failure`
+("gave up").
 
 Metric: `ppo_notifier_deliveries_total{outcome}` (Counter), outcome as in `DeliveryOutcome.outcome`.
 """
@@ -33,7 +42,7 @@ from shared.clock import Clock
 from shared.directory import domain_allowed
 from shared.obligations import DeliveryOutcome, Obligation
 
-__all__ = ["DELIVERIES", "AckUrlBuilder", "DeliveryPipeline", "RetryPolicy", "obligation_status"]
+__all__ = ["DELIVERIES", "AckUrlBuilder", "DeliveryPipeline", "Progress", "RetryPolicy", "obligation_status"]
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +54,38 @@ DELIVERIES = Counter(
 
 AckUrlBuilder = Callable[[str, str], str]  # (obligation_id, recipient) -> signed acknowledgement URL
 Sleep = Callable[[float], Awaitable[None]]
+Progress = Callable[[DeliveryOutcome], Awaitable[None]]  # queued / interim temporary-failure, as they happen
 OutcomeName = Literal["queued", "sent", "temporary-failure", "permanent-failure", "duplicate-suppressed"]
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 5  # SMTP attempts per recipient in one deliver() call
+    max_attempts: int = 3  # SMTP attempts per recipient in one deliver() call (the partition waits for them)
     initial_backoff_s: float = 1.0
     multiplier: float = 2.0
     max_backoff_s: float = 60.0
     give_up_after: timedelta = timedelta(hours=24)  # from the first attempt; then permanent-failure
+    redeliver_initial_s: float = 30.0  # a request still failing after one call is redelivered this much later,
+    redeliver_max_s: float = 900.0  # then doubling (multiplier) up to this
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.multiplier < 1:
             raise ValueError("backoff must be non-negative and the multiplier at least 1")
+        if self.redeliver_initial_s <= 0 or self.redeliver_max_s < self.redeliver_initial_s:
+            raise ValueError("redeliver_initial_s must be positive and at most redeliver_max_s")
         if self.give_up_after <= timedelta(0):
             raise ValueError("give_up_after must be positive")
 
     def backoff(self, retry_number: int) -> float:
         """Seconds to wait before retry number `retry_number` (1, 2, ...)."""
         return float(min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (retry_number - 1)))
+
+    def redelivery_delay(self, round_number: int) -> float:
+        """Seconds before a request that is still failing is delivered again, for redelivery 1, 2, ..."""
+        exponent = min(max(round_number, 1) - 1, 64)
+        return float(min(self.redeliver_max_s, self.redeliver_initial_s * self.multiplier**exponent))
 
 
 def obligation_status(outcomes: Iterable[DeliveryOutcome]) -> Literal["notified", "failed"] | None:
@@ -129,9 +148,10 @@ class DeliveryPipeline:
 
     # --- public API ----------------------------------------------------------------------------------
 
-    async def deliver(self, obligation: Obligation) -> list[DeliveryOutcome]:
+    async def deliver(self, obligation: Obligation, on_progress: Progress | None = None) -> list[DeliveryOutcome]:
         """Send the obligation's message to each of its recipients, at most once each; outcomes in recipient
-        order, all recorded in the send log. A cancelled obligation is not sent (no outcomes)."""
+        order, all recorded in the send log. A cancelled obligation is not sent (no outcomes). `on_progress`
+        receives the `queued` and interim `temporary-failure` outcomes as they happen (module docstring)."""
         if obligation.status == "cancelled":
             log.info("notifier: not sending cancelled %s", obligation.log_ref())
             return []
@@ -139,12 +159,16 @@ class DeliveryPipeline:
         roles = {k.strip().lower(): v for k, v in obligation.recipient_roles.items()}
         return list(
             await asyncio.gather(
-                *(self._deliver_one(obligation, r, roles.get(r.lower(), ""), None) for r in recipients)
+                *(self._deliver_one(obligation, r, roles.get(r.lower(), ""), None, on_progress) for r in recipients)
             )
         )
 
     async def escalate(
-        self, obligation: Obligation, recipients: Mapping[str, str] | Sequence[str], reason: str
+        self,
+        obligation: Obligation,
+        recipients: Mapping[str, str] | Sequence[str],
+        reason: str,
+        on_progress: Progress | None = None,
     ) -> list[DeliveryOutcome]:
         """Send the escalation message about `obligation` (breached, failed or unacknowledged) to the duty
         contacts, once each: send-log key `<obligation_id>#escalation`, outcomes with rule `escalation`."""
@@ -154,7 +178,7 @@ class DeliveryPipeline:
         return list(
             await asyncio.gather(
                 *(
-                    self._deliver_one(obligation, r, lowered.get(r.lower(), "escalation"), reason)
+                    self._deliver_one(obligation, r, lowered.get(r.lower(), "escalation"), reason, on_progress)
                     for r in addresses
                 )
             )
@@ -163,7 +187,12 @@ class DeliveryPipeline:
     # --- one recipient -------------------------------------------------------------------------------
 
     async def _deliver_one(
-        self, o: Obligation, recipient: str, role: str, escalation_reason: str | None
+        self,
+        o: Obligation,
+        recipient: str,
+        role: str,
+        escalation_reason: str | None,
+        on_progress: Progress | None = None,
     ) -> DeliveryOutcome:
         escalation = escalation_reason is not None
         key = delivery_key(o.obligation_id, escalation)
@@ -173,7 +202,7 @@ class DeliveryPipeline:
             lock = asyncio.Lock()
             self._locks[lock_key] = lock
         async with lock:
-            outcome = await self._deliver_locked(o, recipient, role, escalation_reason, key)
+            outcome = await self._deliver_locked(o, recipient, role, escalation_reason, key, on_progress)
         DELIVERIES.labels(outcome=outcome.outcome).inc()
         log.info(
             "notifier: %s%s role=%s outcome=%s",
@@ -185,7 +214,13 @@ class DeliveryPipeline:
         return outcome
 
     async def _deliver_locked(
-        self, o: Obligation, recipient: str, role: str, escalation_reason: str | None, key: str
+        self,
+        o: Obligation,
+        recipient: str,
+        role: str,
+        escalation_reason: str | None,
+        key: str,
+        on_progress: Progress | None,
     ) -> DeliveryOutcome:
         rule = "escalation" if escalation_reason is not None else o.rule
 
@@ -279,6 +314,7 @@ class DeliveryPipeline:
             deadline,
             outcome,
             fail,
+            on_progress,
         )
 
     async def _send_with_retry(
@@ -293,13 +329,16 @@ class DeliveryPipeline:
         deadline: datetime,
         outcome: Callable[..., DeliveryOutcome],
         fail: Callable[..., Awaitable[DeliveryOutcome]],
+        on_progress: Progress | None,
     ) -> DeliveryOutcome:
         ids = {"message_id": message_id, "template_version": template_version}
         retries = 0
         while True:
-            await asyncio.to_thread(
+            queued = await asyncio.to_thread(
                 self.sendlog.record_queued, key, recipient, rule=rule, now=self.clock.now(), **ids
             )
+            if on_progress is not None:  # recorded (on disk, then on Kafka) before the transaction starts
+                await on_progress(outcome("queued", f"attempt {queued.attempts}", queued))
             try:
                 result = (await self.sender.send(message, [recipient])).for_recipient(recipient)
             except Exception as exc:  # a sender bug must not lose the outcome: temporary, retried
@@ -324,7 +363,9 @@ class DeliveryPipeline:
                 )
             if retries >= self.retry.max_attempts:
                 return await fail(False, result.detail, result.code, **ids)
-            await fail(False, result.detail, result.code, **ids)
+            interim = await fail(False, result.detail, result.code, **ids)
+            if on_progress is not None:
+                await on_progress(interim.model_copy(update={"detail": f"{interim.detail}; retry in {delay:g} s"}))
             await self.sleep(delay)
 
     def _address_refusal(self, recipient: str) -> str | None:

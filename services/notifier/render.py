@@ -29,13 +29,18 @@ from typing import Any
 import jinja2
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
+from services.notifier.digest import RELEASE_KINDS, digest_context
 from shared.clock import LONDON
+from shared.custody import DIGEST
 from shared.obligations import Obligation
 
 __all__ = [
     "COURT_FORBIDDEN",
+    "DIGEST",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "REPORTS",
     "RULES",
+    "Attachment",
     "CourtDisclosureRefused",
     "HeaderInjectionRefused",
     "MessageTooLarge",
@@ -77,6 +82,7 @@ RULES: tuple[str, ...] = (
     "C7",
 )
 ESCALATION = "escalation"
+REPORTS: tuple[str, ...] = (DIGEST,)  # reports the product sends (rule book D), rendered like rules
 
 # "PPO"/"PPOs" as a word of its own (also inside ppo-alerts, X-PPO-, ppo_list), but not "support" or
 # "opportunity"; "prolific" anywhere; "priority offender(s)" with any spacing or a hyphen.
@@ -92,13 +98,11 @@ RULE_SUMMARIES: dict[str, tuple[str, str]] = {
         "A person has been received into custody.",
     ),
     "A2": (
-        "A failure-to-appear warrant has been issued against a PPO. Every warrant against a PPO is "
-        "Category A, whatever grade the court gave.",
+        "A failure-to-appear warrant has been issued against a PPO: treat it as Category A.",
         "A failure-to-appear warrant has been issued and is to be treated as grade A.",
     ),
     "A3": (
-        "A warrant has been issued against a PPO. Every warrant against a PPO is Category A, whatever "
-        "grade the court gave.",
+        "A warrant has been issued against a PPO: treat it as Category A.",
         "A warrant has been issued and is to be treated as grade A.",
     ),
     "A4": (
@@ -170,6 +174,10 @@ RULE_SUMMARIES: dict[str, tuple[str, str]] = {
         "An offence by a PPO has been flagged as high risk of harm: refer to MAPPA (criterion 6).",
         "An offence has been flagged as high risk of harm: refer to MAPPA.",
     ),
+    DIGEST: (
+        "Weekly custody list: every PPO of your area in custody, with the days to release.",
+        "Weekly custody list.",
+    ),
 }
 
 ROLE_LABELS: dict[str, tuple[str, str]] = {
@@ -199,6 +207,10 @@ _MONTHS = (
     "December",
 )
 _PRISON_FIRST = frozenset({"A1", "A4", "A5", "A6", "A7", "A8", "B6", "C4"})
+_WARRANTS = frozenset({"A2", "A3"})
+_WARRANT_KINDS = {"fta": "failure to appear", "breach": "breach", "recall": "recall", "arrest": "arrest"}
+_RELEASE_DATE_RULES = frozenset({"A4", "A6", "C4"})
+_BLUE, _RED = "#1d70b8", "#d4351c"
 
 
 # --- errors --------------------------------------------------------------------------------------------
@@ -272,11 +284,27 @@ def format_london_day(value: Any) -> str:
     return format_london(parsed) if parsed is not None else ("" if value is None else str(value))
 
 
+def format_short_day(value: Any) -> str:
+    """The London date, short, for tables: '1 Jun 2025'."""
+    parsed = _as_instant_or_day(value)
+    if isinstance(parsed, datetime):
+        parsed = parsed.astimezone(LONDON).date()
+    if parsed is None:
+        return "" if value is None else str(value)
+    return f"{parsed.day} {_MONTHS[parsed.month - 1][:3]} {parsed.year}"
+
+
 def _words(value: Any) -> str:
     """`end_of_sentence` -> `end of sentence`; None -> ''."""
     if value is None:
         return ""
     return str(value).replace("_", " ")
+
+
+def _a_an(text: Any) -> str:
+    """'An automatic release date', 'A conditional release date': the article, capitalised, then the text."""
+    words = str(text)
+    return ("An " if words[:1].lower() in "aeiou" else "A ") + words
 
 
 def validate_address(address: str, what: str = "recipient") -> str:
@@ -307,6 +335,23 @@ def _split_sender(sender: str) -> str:
 
 # --- the rendered message ------------------------------------------------------------------------------
 
+_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file attached to a message (the digest's CSV). The name is plain: letters, digits, dot, dash, underscore."""
+
+    filename: str
+    content_type: str  # e.g. text/csv
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not _FILENAME.match(self.filename):
+            raise HeaderInjectionRefused(f"attachment name {self.filename!r} refused (letters, digits, . _ - only)")
+        if not re.fullmatch(r"[a-z]+/[a-z0-9.+-]+", self.content_type):
+            raise ValueError(f"content type {self.content_type!r} is not a MIME type")
+
 
 @dataclass(frozen=True)
 class RenderedMessage:
@@ -323,6 +368,7 @@ class RenderedMessage:
     court_recipient: bool
     rendered_at: datetime
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    attachments: tuple[Attachment, ...] = ()
 
     def to_email(self, sender: str) -> EmailMessage:
         """The RFC 5322 message: text and HTML alternatives, deterministic Message-ID, X-PPO-* headers
@@ -331,8 +377,9 @@ class RenderedMessage:
             raise HeaderInjectionRefused("sender contains a line break: refused (header injection)")
         validate_address(_split_sender(sender), "sender")
         validate_address(self.recipient)
-        if _CRLF.search(self.subject):
-            raise HeaderInjectionRefused("subject contains a line break: refused (header injection)")
+        for name, value in (("subject", self.subject), ("reference", self.delivery_key), ("rule", self.rule)):
+            if _CRLF.search(value):
+                raise HeaderInjectionRefused(f"{name} contains a line break: refused (header injection)")
         prefix = "X-Alert" if self.court_recipient else "X-PPO"
         msg = EmailMessage()
         msg["From"] = sender
@@ -346,6 +393,9 @@ class RenderedMessage:
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(self.text)
         msg.add_alternative(self.html, subtype="html")
+        for a in self.attachments:
+            maintype, subtype = a.content_type.split("/", 1)
+            msg.add_attachment(a.data, maintype=maintype, subtype=subtype, filename=a.filename)
         if self.court_recipient:
             for name, value in msg.items():
                 if COURT_FORBIDDEN.search(f"{name}: {value}"):
@@ -406,7 +456,13 @@ class Renderer:
         self.environment.filters["london"] = format_london
         self.environment.filters["london_day"] = format_london_day
         self.environment.filters["words"] = _words
-        self._compiled: dict[str, _Compiled] = {name: self._compile(name) for name in (*RULES, ESCALATION)}
+        self.environment.filters["fixed"] = lambda value, width: str(value).ljust(int(width))
+        self.environment.filters["release_kind"] = lambda kind: RELEASE_KINDS.get(str(kind), _words(kind))
+        self.environment.filters["a_an"] = _a_an
+        self.environment.filters["short_day"] = format_short_day
+        self._compiled: dict[str, _Compiled] = {
+            name: self._compile(name) for name in (*RULES, ESCALATION, *REPORTS)
+        }
 
     def _compile(self, name: str) -> _Compiled:
         folder = "" if name == ESCALATION else "rules/"
@@ -444,12 +500,19 @@ class Renderer:
         name = ESCALATION if escalation else obligation.rule
         compiled = self._compiled.get(name)
         if compiled is None:
-            raise UnknownRule(f"no template for rule {obligation.rule!r} (known: {', '.join(RULES)})")
+            raise UnknownRule(
+                f"no template for rule {obligation.rule!r} (known: {', '.join((*RULES, *REPORTS))})"
+            )
         court = court_recipient or role == "court"
         if ack_url is not None:
             if _CRLF.search(ack_url) or not re.match(r"^https?://", ack_url):
                 raise HeaderInjectionRefused("acknowledgement link must be a single-line http(s) URL")
         context = self._context(obligation, recipient, role, ack_url, now, court, escalation_reason)
+        attachments: tuple[Attachment, ...] = ()
+        if name == DIGEST:
+            context.update(digest_context(context["facts"], context["bcu"], now))
+            context["key_facts"] = self._digest_facts(context)
+            attachments = (Attachment(context["custody_csv_name"], "text/csv", context["custody_csv"]),)
         try:
             subject = "".join(compiled.text.blocks["subject"](compiled.text.new_context(context))).strip()
             subject = re.sub(r"[ \t]{2,}", " ", subject)
@@ -461,12 +524,15 @@ class Renderer:
         if _CRLF.search(subject):
             raise HeaderInjectionRefused("subject contains a line break: refused (header injection)")
         if court:
-            for part, content in (("subject", subject), ("text body", text), ("HTML body", html)):
+            parts = [("subject", subject), ("text body", text), ("HTML body", html)]
+            parts += [(a.filename, a.data.decode("utf-8", "replace")) for a in attachments]
+            for part, content in parts:
                 if COURT_FORBIDDEN.search(content):
                     raise CourtDisclosureRefused(
                         f"{part} would reveal PPO status to a court recipient: refused (001 §6.3, §7.2)"
                     )
         size = len(subject.encode()) + len(text.encode()) + len(html.encode())
+        size += sum(len(a.data) for a in attachments)
         if size > self.max_message_bytes:
             raise MessageTooLarge(
                 f"message is {size} bytes, over the limit of {self.max_message_bytes} bytes"
@@ -487,6 +553,7 @@ class Renderer:
             court_recipient=court,
             rendered_at=now.astimezone(UTC),
             max_message_bytes=self.max_message_bytes,
+            attachments=attachments,
         )
 
     # --- the template variables (all top-level names are always defined: StrictUndefined) ---------------
@@ -526,6 +593,33 @@ class Renderer:
         history = [(format_london(h.at), h.what) for h in o.history]
         listed = facts.get("ppos")
         ppos: list[Any] = listed if isinstance(listed, list) else []
+        escalation = escalation_reason is not None or o.rule == ESCALATION
+        category_a = o.rule in _WARRANTS or (o.grade or "").upper() == "A"
+        where = _where(o.rule, facts)
+        act_by = _act_by(o, facts)
+        key_facts: list[tuple[str, str, bool]] = []
+        if person is not None:
+            key_facts.append(("Who", f"{person_label}, born {dob}" if dob else person_label, True))
+        elif o.bcu:
+            key_facts.append(("Area", o.bcu, False))
+        if where:
+            key_facts.append(("Where", where, False))
+        if o.occurred_at:
+            key_facts.append(("When", f"{format_london(o.occurred_at)} (UK time)", False))
+        if o.rule in _WARRANTS and facts.get("warrant_id"):
+            raw_kind = facts.get("kind")
+            kind = f" ({_WARRANT_KINDS.get(str(raw_kind), _words(raw_kind))})" if raw_kind else ""
+            key_facts.append(("Warrant", f"{facts['warrant_id']}{kind}", False))
+        if o.grade:
+            key_facts.append(("Grade", f"{o.grade} (Category A)" if o.grade.upper() == "A" else o.grade, True))
+        if escalation:
+            accepted = f", accepted by the mail server {format_london(o.notified_at)}" if o.notified_at else ""
+            key_facts.append(("Status", o.status + accepted, True))
+            key_facts.append(("Notice due by", f"{format_london(o.notify_by)} (UK time)", False))
+        elif act_by:
+            key_facts.append(("Your deadline", act_by, True))
+        elif o.rule[:1] in ("A", "B"):
+            key_facts.append(("Your deadline", "none set: act on receipt", False))
         return {
             "obligation": o,
             "obligation_id": o.obligation_id,
@@ -561,4 +655,48 @@ class Renderer:
             "notified_at": format_london(o.notified_at) if o.notified_at else "",
             "original_summary": summaries[1 if court else 0],
             "original_recipients": list(o.recipients),
+            "category_a": category_a,
+            "accent": _RED if category_a or escalation else _BLUE,
+            "where": where,
+            "act_by": act_by,
+            "key_facts": key_facts,
         }
+
+    @staticmethod
+    def _digest_facts(context: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+        count, soon, nxt = context["custody_count"], context["custody_soon"], context["custody_next"]
+        facts = [
+            ("Area", context["bcu"] or "not named", False),
+            ("As of", format_london_day(context["custody_today"]), False),
+            ("In custody", f"{count} {'person' if count == 1 else 'people'}", True),
+            ("Release in 28 days or fewer", str(soon), soon > 0),
+        ]
+        if nxt is not None:
+            facts.append(("Next release", "today" if nxt == 0 else f"in {nxt} day{'' if nxt == 1 else 's'}", True))
+        if context["custody_unknown"]:
+            facts.append(("Release date not known", str(context["custody_unknown"]), False))
+        return facts
+
+
+def _where(rule: str, facts: Mapping[str, Any]) -> str:
+    """Where it happened, in words: a prison, a court, or an area."""
+    if facts.get("from_prison_id") and facts.get("to_prison_id"):
+        return f"prison {facts['to_prison_id']} (moved from {facts['from_prison_id']})"
+    if rule == "C5" and facts.get("to_bcu"):
+        return f"{facts['to_bcu']}" + (f" (moved from {facts['from_bcu']})" if facts.get("from_bcu") else "")
+    if facts.get("prison_id"):
+        return f"prison {facts['prison_id']}"
+    if facts.get("court_code"):
+        return f"court {facts['court_code']}"
+    return ""
+
+
+def _act_by(o: Obligation, facts: Mapping[str, Any]) -> str:
+    """The recipient's deadline in words: the obligation's `action_due`, or what the facts imply."""
+    if o.action_due is not None:
+        return f"{format_london(o.action_due)} (UK time)"
+    if o.rule in _RELEASE_DATE_RULES and facts.get("release_date"):
+        return f"before release on {format_london_day(facts['release_date'])}"
+    if o.rule == "A8" and facts.get("starts_at"):
+        return f"before the licence starts, {format_london(facts['starts_at'])} (UK time)"
+    return ""

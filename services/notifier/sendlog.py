@@ -25,26 +25,41 @@ States: `queued` (written, and fsync'd, just before the SMTP transaction starts)
 the message), `temporary-failure` (4xx or connection trouble: retried until the deadline), `permanent-failure`
 (5xx, a refused address, a message that cannot be rendered, or the retry deadline passed).
 
+Redeliveries
+------------
+A request whose recipients are still failing temporarily after the pipeline's short in-call retries is parked
+in a second table of the same file (`redelivery`: the request as it came from Kafka, its topic, when it is due,
+the how-manieth redelivery it is) before the Kafka offset is committed. The notifier republishes it when it is
+due and marks it published; a request that ends (sent or failed for good) is cleared. A park survives a crash
+like the send log does; a crash between republishing and marking republishes once more, which the send log
+makes harmless.
+
 Residual duplicate window
 -------------------------
-The server accepts the message (250 after DATA), then the process dies before `sent` reaches the disk. The row
-still says `queued`, so the next delivery of the request sends again: the recipient gets the message twice,
-with the same Message-ID. That window is the length of one SQLite commit after the SMTP reply (milliseconds).
-The opposite choice (skip on `queued`) would turn the same crash into a silent loss, which the rule book
-forbids. The other ambiguous case, a connection dropped after the whole message was sent but before the reply,
-is treated the same way (temporary failure, retried) for the same reason.
+Exactly once per recipient holds across crashes and restarts except in one window: the mail server has accepted
+the message (its 250 reply to the end of DATA) and the notifier dies before the `sent` row is on disk. The row
+still says `queued`, so the redelivered request sends again and the recipient receives the message twice, with
+the same Message-ID (mail systems and people can recognise it as a repeat). The window is one SQLite commit
+after the server's reply, a few milliseconds per message; only a crash (kill -9, power loss, out of memory), not
+a clean stop, can fall into it. Closing it would mean skipping a `queued` row, which turns the same crash into a
+message that may never have been sent: a silent loss, which the rule book forbids, so the notifier chooses the
+rare duplicate. The other ambiguous case, a connection dropped after the whole message was sent but before the
+server's reply, is treated the same way (temporary failure, retried) for the same reason.
+`tests/integration/test_notifier_restart.py` kills the notifier (SIGKILL) twice mid-batch, outside this window,
+and asserts exactly once per recipient.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["Decision", "SendLog", "SendLogEntry", "SendState", "decide"]
+__all__ = ["Decision", "Redelivery", "SendLog", "SendLogEntry", "SendState", "decide"]
 
 SendState = Literal["queued", "sent", "temporary-failure", "permanent-failure"]
 Decision = Literal["send", "skip-already-sent", "skip-permanent", "retry"]
@@ -65,6 +80,17 @@ class SendLogEntry:
     created_at: datetime  # first time this (key, recipient) was seen: the retry deadline counts from here
     updated_at: datetime
     sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """A parked request: republish `request` on `topic` (key `delivery_key`) at `due_at`."""
+
+    delivery_key: str
+    topic: str
+    request: bytes
+    due_at: datetime
+    round: int  # 1 for the first redelivery of this key, then 2, ...
 
 
 def decide(previous: SendLogEntry | None, now: datetime, retry_deadline: datetime) -> Decision:
@@ -113,6 +139,16 @@ CREATE TABLE IF NOT EXISTS send_log (
     PRIMARY KEY (obligation_id, recipient)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS send_log_state ON send_log (state, updated_at);
+CREATE TABLE IF NOT EXISTS redelivery (
+    delivery_key TEXT PRIMARY KEY,
+    topic        TEXT NOT NULL,
+    request      BLOB NOT NULL,
+    due_at       TEXT NOT NULL,
+    round        INTEGER NOT NULL,
+    published    INTEGER NOT NULL DEFAULT 0,
+    updated_at   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS redelivery_due ON redelivery (published, due_at);
 """
 
 _COLUMNS = (
@@ -216,6 +252,72 @@ class SendLog:
             message_id=message_id,
             template_version=template_version,
         )
+
+    # --- redeliveries (each write fsync'd before it returns) -----------------------------------------------
+
+    def park(
+        self, delivery_key: str, topic: str, request: bytes, *, now: datetime, delay_s: Callable[[int], float]
+    ) -> Redelivery:
+        """Park `request` for a later redelivery: round = previous round + 1, due `delay_s(round)` from now."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT round FROM redelivery WHERE delivery_key = ?", (delivery_key,)
+                ).fetchone()
+                round_number = 1 if row is None else int(row[0]) + 1
+                due = now + timedelta(seconds=delay_s(round_number))
+                self._db.execute(
+                    """
+                    INSERT INTO redelivery (delivery_key, topic, request, due_at, round, published, updated_at)
+                    VALUES (?, ?, ?, ?, ?, 0, ?)
+                    ON CONFLICT (delivery_key) DO UPDATE SET
+                        topic = excluded.topic, request = excluded.request, due_at = excluded.due_at,
+                        round = excluded.round, published = 0, updated_at = excluded.updated_at
+                    """,
+                    (delivery_key, topic, request, _ts(due), round_number, _ts(now)),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return Redelivery(delivery_key, topic, request, due.astimezone(UTC), round_number)
+
+    def due_redeliveries(self, now: datetime, limit: int = 100) -> list[Redelivery]:
+        """Parked requests due at `now` and not yet republished, earliest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT delivery_key, topic, request, due_at, round FROM redelivery "
+                "WHERE published = 0 AND due_at <= ? ORDER BY due_at LIMIT ?",
+                (_ts(now), limit),
+            ).fetchall()
+        return [Redelivery(str(k), str(t), bytes(r), datetime.fromisoformat(d), int(n)) for k, t, r, d, n in rows]
+
+    def next_redelivery_at(self) -> datetime | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(due_at) FROM redelivery WHERE published = 0").fetchone()
+        return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+
+    def mark_redelivered(self, delivery_key: str, round_number: int, *, now: datetime) -> None:
+        """The request of that round is back on its topic (a newer park of the same key is left alone)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE redelivery SET published = 1, updated_at = ? WHERE delivery_key = ? AND round = ?",
+                (_ts(now), delivery_key, round_number),
+            )
+
+    def clear_redelivery(self, delivery_key: str) -> None:
+        """The request has ended (sent, or failed for good): nothing more to redeliver."""
+        with self._lock:
+            self._db.execute("DELETE FROM redelivery WHERE delivery_key = ?", (delivery_key,))
+
+    def redeliveries(self) -> list[tuple[str, int, bool]]:
+        """(delivery key, round, published) of every parked request: for tests and operators."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT delivery_key, round, published FROM redelivery ORDER BY delivery_key"
+            ).fetchall()
+        return [(str(k), int(n), bool(p)) for k, n, p in rows]
 
     def close(self) -> None:
         with self._lock:

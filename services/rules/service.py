@@ -48,7 +48,7 @@ class RulesService:
         metrics.initialise("rules")
         broker.subscriber(
             self.topics.events, group_id="ppo-rules", auto_offset_reset="earliest",
-            ack_policy=AckPolicy.ACK, max_records=100,
+            ack_policy=AckPolicy.NACK_ON_ERROR, max_records=100,
         )(dead_letter_guard("rules", broker, self.topics.dead_letter, self.on_event))
 
     async def load_state(self) -> None:

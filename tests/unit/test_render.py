@@ -206,7 +206,7 @@ def test_warrants_say_category_a_whatever_the_court_gave(renderer: Renderer, rul
 
 def test_action_due_and_notify_by_are_stated(renderer: Renderer) -> None:
     m = renderer.render(obligation("B5"), PPO_ADDRESS, "ppo", None, NOW)
-    assert "Your deadline: Tuesday 17 February 2026, 23:59 (UK time)." in m.text
+    assert "Your deadline: Tuesday 17 February 2026, 23:59 (UK time)" in m.text
     assert "This notice was due to reach you by Tuesday 10 February 2026, 14:15." in m.text
     late = renderer.render(obligation("B5"), PPO_ADDRESS, "ppo", None, NOW + timedelta(hours=1))
     assert "This notice is late: it was due to reach you by Tuesday 10 February 2026, 14:15." in late.text
@@ -233,8 +233,8 @@ def test_list_review_has_no_person_and_renders_a_table(renderer: Renderer) -> No
     assert m.subject == "PPO list review for 13-LD (2026-02): 2 people"
     assert "Sam EXAMPLE | 2004/0012345D | A1234BC | premium | Monday 6 January 2025 | in custody" in m.text
     assert "Alex SAMPLE | - | B2345CD | - | Monday 2 June 2025 | - | burglary" in m.text
-    assert m.html.count("<tr><td>") == 2
-    assert "<td>B2345CD</td>" in m.html
+    assert m.html.count('<tr style="border-bottom: 1px solid #b1b4b6;">') == 2  # one row a person
+    assert "NOMS&nbsp;B2345CD" in m.html and "6 Jan 2025" in m.html and "in custody" in m.html
     empty = renderer.render(
         obligation("C6", facts={"period": "2026-03", "ppos": []}),
         "coord@westyorkshire.police.uk",
