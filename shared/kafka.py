@@ -1,12 +1,15 @@
-"""Kafka adapters: the broker (FastStream), topic creation, and reading a compacted topic to its end."""
+"""Kafka adapters: the broker (FastStream, with Prometheus metrics and consumer lag), topic creation, and reading
+a compacted topic to its end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -14,7 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from shared.settings import Settings
@@ -57,7 +62,7 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
-    return KafkaBroker(
+    return ServiceBroker(
         settings.kafka_bootstrap,
         client_id=client_id,
         security=security(settings),
@@ -66,7 +71,141 @@ def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
         linger_ms=5,
         logger=logging.getLogger("ppo.kafka"),  # our JSON handler; per-message lines at DEBUG
         log_level=logging.DEBUG,
+        # faststream_* metrics per topic (received, processed by status, durations, published), default registry
+        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=client_id)],
+        lag_settings=settings,
     )
+
+
+# --- consumer lag: end offsets minus the group's committed offsets, per (group, topic) ----------------------
+
+def consumer_lag(end: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int | None],
+                 beginning: Mapping[TopicPartition, int]) -> dict[str, int]:
+    """Per topic, the records the group has not committed yet. A partition without a committed offset counts
+    from its first record (the services consume from the earliest)."""
+    lag: dict[str, int] = {}
+    for tp, end_offset in end.items():
+        done = committed.get(tp)
+        if done is None or done < 0:
+            done = beginning.get(tp, 0)
+        lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end_offset - done)
+    return lag
+
+
+class ConsumerLagMonitor:
+    """A small periodic task: `ppo_consumer_lag{group,topic}` for the consumer groups of one service. `groups` is
+    asked again at every round (a service may subscribe later, e.g. a standby scheduler when it takes over)."""
+
+    def __init__(self, settings: Settings, groups: Callable[[], Mapping[str, Sequence[str]]],
+                 every_s: float = 15.0) -> None:
+        self.settings = settings
+        self.groups = groups
+        self.every_s = every_s
+        self._exported: set[tuple[str, str]] = set()
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._log = logging.getLogger("ppo.kafka.lag")
+
+    async def measure(self) -> dict[tuple[str, str], int]:
+        """One measurement, exported to the gauge; (group, topic) -> lag."""
+        groups = {g: list(ts) for g, ts in self.groups().items() if ts}
+        if not groups:
+            return {}
+        if self._admin is None or self._consumer is None:
+            self._admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
+            await self._admin.start()
+            self._consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(self.settings))
+            await self._consumer.start()
+        from shared import metrics
+
+        out: dict[tuple[str, str], int] = {}
+        for group, topics in groups.items():
+            tps: list[TopicPartition] = []
+            for topic in topics:
+                partitions = self._consumer.partitions_for_topic(topic)
+                if not partitions:
+                    await self._consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+                    partitions = self._consumer.partitions_for_topic(topic) or set()
+                tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                continue
+            offsets = await self._admin.list_consumer_group_offsets(group, partitions=tps)
+            committed = {tp: meta.offset for tp, meta in offsets.items()}
+            end = await self._consumer.end_offsets(tps)
+            beginning = await self._consumer.beginning_offsets(tps)
+            for topic, lag in consumer_lag(end, committed, beginning).items():
+                metrics.CONSUMER_LAG.labels(group=group, topic=topic).set(lag)
+                self._exported.add((group, topic))
+                out[(group, topic)] = lag
+        return out
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.measure()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the next round tries again with fresh clients
+                self._log.warning("consumer lag not measured", extra={"error": type(exc).__name__})
+                await self._close_clients()
+            await asyncio.sleep(self.every_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="ppo-consumer-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_clients()
+        from shared import metrics
+
+        for group, topic in self._exported:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(group, topic)
+        self._exported.clear()
+
+    async def _close_clients(self) -> None:
+        admin, consumer, self._admin, self._consumer = self._admin, self._consumer, None, None
+        for client in (consumer, admin):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await (client.stop() if isinstance(client, AIOKafkaConsumer) else client.close())
+
+
+class ServiceBroker(KafkaBroker):
+    """FastStream's KafkaBroker, plus the consumer-lag monitor of its subscribers' groups while it runs."""
+
+    def __init__(self, *args: Any, lag_settings: Settings | None = None, lag_every_s: float = 15.0,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lag_settings = lag_settings
+        self.lag_every_s = lag_every_s
+        self.lag_monitor: ConsumerLagMonitor | None = None
+
+    def consumer_groups(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for sub in self.subscribers:
+            group = getattr(sub, "group_id", None)
+            if group:
+                groups.setdefault(group, []).extend(t.name for t in getattr(sub, "topics", []))
+        return groups
+
+    async def start(self) -> None:
+        await super().start()
+        if self.lag_settings is not None and self.lag_monitor is None:
+            self.lag_monitor = ConsumerLagMonitor(self.lag_settings, self.consumer_groups, self.lag_every_s)
+            self.lag_monitor.start()
+
+    async def stop(self, *args: Any, **kwargs: Any) -> None:
+        if self.lag_monitor is not None:
+            monitor, self.lag_monitor = self.lag_monitor, None
+            await monitor.stop()
+        await super().stop(*args, **kwargs)
 
 
 async def ensure_topics(settings: Settings, topics: Topics, partitions: int = 3) -> None:

@@ -1,4 +1,5 @@
-"""Structured JSON log lines. Log ids (event, obligation, person reference), never names or dates of birth."""
+"""Structured JSON log lines. Log event and obligation ids — never a person's names, date of birth or identifiers
+(PNC, CRO, NOMS, CRN), never an input payload. tests/integration/test_no_personal_data.py checks this end to end."""
 
 from __future__ import annotations
 
@@ -27,9 +28,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class NoPayloadEcho(logging.Filter):
+    """Drop records below WARNING from libraries that echo what they carry, whatever their loggers' levels: at DEBUG
+    aiokafka writes whole Kafka records (`Sending (key=... value=...)`) and aiosmtpd (`mail.log`, the local mail
+    sink) every line of a message, both with people's names and identifiers."""
+
+    ECHOING = ("aiokafka", "mail.log")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(self.ECHOING)
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(NoPayloadEcho())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

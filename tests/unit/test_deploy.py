@@ -141,11 +141,23 @@ def _host_path(service: dict[str, Any], container_path: str) -> Path | None:
     return None
 
 
+def _metric_objects() -> list[MetricWrapperBase]:
+    """Every metric the services export: shared/metrics.py, the notifier's own, and FastStream's middleware's."""
+    from faststream.prometheus.container import MetricsContainer
+    from prometheus_client import CollectorRegistry
+
+    import services.notifier.pipeline
+    import services.notifier.smtp
+
+    found = [obj for module in (shared.metrics, services.notifier.pipeline, services.notifier.smtp)
+             for obj in vars(module).values() if isinstance(obj, MetricWrapperBase)]
+    container = MetricsContainer(CollectorRegistry(), metrics_prefix="faststream", custom_label_names=())
+    return found + [getattr(container, n) for n in container.__slots__ if not n.startswith("_")]
+
+
 def _exposed_metric_names() -> set[str]:
     names: set[str] = set()
-    for obj in vars(shared.metrics).values():
-        if not isinstance(obj, MetricWrapperBase):
-            continue
+    for obj in _metric_objects():
         for family in obj.describe():
             if family.type == "counter":
                 names |= {f"{family.name}_total", f"{family.name}_created"}
@@ -445,7 +457,8 @@ def test_alert_rules_shape():
     required = ("PPODeadlineBreached", "PPODeadLettersGrowing", "PPONotificationsFailing", "PPOServiceDown")
     assert set(required) <= set(rules)
     assert any(name.startswith("PPOTimers") for name in rules)
-    allowed_labels = {"rule", "service", "reason", "outcome", "result", "lateness", "job", "instance"}
+    allowed_labels = {"rule", "service", "reason", "outcome", "result", "lateness", "job", "instance", "group",
+                      "topic"}
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
@@ -504,7 +517,8 @@ def test_grafana_dashboard_uses_only_real_metrics():
         used |= names
     needed = {"ppo_events_received_total", "ppo_events_rejected_total", "ppo_obligations_raised_total",
               "ppo_notifications_total", "ppo_deadlines_total", "ppo_event_to_notification_seconds_bucket",
-              "ppo_dead_letters_total", "ppo_timers_pending"}
+              "ppo_dead_letters_total", "ppo_timers_pending", "ppo_consumer_lag", "ppo_obligations_at_risk",
+              "faststream_received_processed_messages_total"}
     assert not needed - used, f"no panel shows {needed - used}"
 
 
@@ -515,9 +529,144 @@ def test_grafana_datasource_matches_the_dashboard():
     assert any(d["url"] == "http://prometheus:9090" for d in datasources)
     dashboard = json.loads((GRAFANA / "dashboards" / "ppo-alerts.json").read_text(encoding="utf-8"))
     for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
         assert panel["datasource"]["uid"] in uids
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] in uids
+
+
+def test_grafana_panels_fit_the_grid_without_overlapping():
+    dashboard = json.loads((GRAFANA / "dashboards" / "ppo-alerts.json").read_text(encoding="utf-8"))
+    taken: dict[tuple[int, int], str] = {}
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"] if p["type"] == "row")
+    for needed in ("timeliness", "flow", "failures", "lag"):
+        assert needed in titles
+
+
+# --- metrics the alerts and the dashboard rely on ---------------------------------------------------------
+
+def test_metric_rule_ids_are_the_rule_books():
+    from services.rules.rulebook import RULES
+
+    assert tuple(RULES) == shared.metrics.RULE_IDS
+
+
+def _readme_metrics() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    names: list[str] = []
+    for line in section.splitlines():
+        if line.startswith("| `ppo_"):
+            names += re.findall(r"`(ppo_[a-z_]+)`", line.split("|")[1])
+    return names
+
+
+def test_every_metric_in_the_readme_exists_and_is_updated_somewhere():
+    """Named in the README's table -> defined -> incremented, set or observed by some code outside its definition."""
+    objects = {family.name: obj for obj in _metric_objects() for family in obj.describe()}
+    sources = {path: path.read_text(encoding="utf-8") for folder in ("services", "shared")
+               for path in (ROOT / folder).rglob("*.py")}
+    names = _readme_metrics()
+    assert "ppo_consumer_lag" in names and "ppo_obligations_at_risk" in names
+    for name in names:
+        family = name.removesuffix("_total")
+        assert family in objects, f"{name} is in the README but no service defines it"
+        variables = [var for module in (shared.metrics, *(sys.modules[m] for m in (
+            "services.notifier.pipeline", "services.notifier.smtp")))
+                     for var, obj in vars(module).items() if obj is objects[family]]
+        assert variables, name
+        updated = re.compile(r"\b(?:" + "|".join(variables) + r")\b[^\n]*\.(?:inc|set|observe)\(")
+        assert any(updated.search(text) for text in sources.values()), f"nothing updates {name}"
+
+
+def test_initialise_creates_the_rule_series_at_zero():
+    from prometheus_client import REGISTRY
+
+    for service in ("intake", "rules", "scheduler", "notifier"):
+        shared.metrics.initialise(service)
+    sample = REGISTRY.get_sample_value
+    assert sample("ppo_deadlines_total", {"rule": "C7", "result": "breached"}) is not None
+    assert sample("ppo_notifications_total", {"rule": "A1", "outcome": "permanent-failure"}) is not None
+    assert sample("ppo_obligations_raised_total", {"rule": "B8"}) is not None
+    assert sample("ppo_timers_fired_total", {"rule": "A4", "lateness": "late"}) is not None
+    assert sample("ppo_obligations_at_risk", {"rule": "A2"}) == 0
+    assert sample("ppo_events_accepted_total", {"event_type": "warrant.issued"}) is not None
+
+
+def _obligation(n: int, send_at: datetime, notify_by: datetime, status: str = "pending", rule: str = "A1",
+                history: int = 1) -> Any:
+    from shared.obligations import HistoryEntry, Obligation
+
+    return Obligation(obligation_id=f"{rule}-{n}", rule=rule, source_paragraph="x", person=None, bcu="13-LD",
+                      recipients=["a@b.gov.uk"], send_at=send_at, notify_by=notify_by, status=status,
+                      raised_at=send_at, history=[HistoryEntry(at=send_at, what="x")] * history)
+
+
+def test_obligations_at_risk_are_due_open_and_near_their_deadline():
+    from datetime import timedelta
+
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    minutes = [timedelta(minutes=m) for m in range(0, 200)]
+    obligations = [
+        _obligation(1, now - minutes[2], now + minutes[13]),  # immediate, not yet accepted: at risk
+        _obligation(2, now - minutes[90], now - minutes[75]),  # overdue: at risk
+        _obligation(3, now + minutes[30], now + minutes[45]),  # timed, on schedule: not at risk
+        _obligation(4, now - minutes[2], now + minutes[180], rule="A2"),  # deadline hours away
+        _obligation(5, now - minutes[2], now + minutes[13], status="notified"),
+    ]
+    assert shared.metrics.obligations_at_risk(obligations, now) == {"A1": 2}
+    tracker = shared.metrics.OpenObligations()
+    for o in obligations:
+        tracker.observe(o)
+    tracker.observe(_obligation(2, now - minutes[90], now - minutes[75], status="notified", history=2))
+    tracker.observe(_obligation(2, now - minutes[90], now - minutes[75], history=1))  # an older state, late
+    assert len(tracker) == 3 and tracker.export(now) == {"A1": 1}
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("ppo_obligations_at_risk", {"rule": "A1"}) == 1
+    assert REGISTRY.get_sample_value("ppo_obligations_at_risk", {"rule": "C6"}) == 0
+    cancelled = _obligation(1, now, now, status="cancelled", history=3)
+    tracker.seed([None, b"{not json", cancelled.model_dump_json().encode()])
+    assert tracker.export(now) == {}
+    assert REGISTRY.get_sample_value("ppo_obligations_at_risk", {"rule": "A1"}) == 0
+
+
+def test_consumer_lag_is_end_minus_committed_per_topic():
+    from aiokafka import TopicPartition
+
+    from shared.kafka import consumer_lag
+
+    a0, a1, b0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
+    end = {a0: 10, a1: 5, b0: 7}
+    assert consumer_lag(end, {a0: 8, a1: 5, b0: -1}, {a0: 0, a1: 0, b0: 3}) == {"a": 2, "b": 4}
+    assert consumer_lag(end, {}, {}) == {"a": 15, "b": 7}  # nothing committed: everything from the start
+    assert consumer_lag({a0: 3}, {a0: 9}, {}) == {"a": 0}  # never negative
+
+
+def test_make_broker_has_the_prometheus_middleware_and_knows_its_consumer_groups():
+    from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+
+    from shared.kafka import ServiceBroker, make_broker
+
+    broker = make_broker(Settings(), "ppo-test")
+    assert isinstance(broker, ServiceBroker)
+    assert any(isinstance(m, KafkaPrometheusMiddleware) for m in broker.middlewares)
+
+    @broker.subscriber("ppo.events", group_id="ppo-rules")
+    async def handle(body: bytes) -> None:  # pragma: no cover - never consumed here
+        pass
+
+    assert broker.consumer_groups() == {"ppo-rules": ["ppo.events"]}
 
 
 # --- sample data ----------------------------------------------------------------------------------------
