@@ -74,7 +74,8 @@ class IntakeService:
         self.ready = False
         metrics.initialise("intake")
         broker.subscriber(
-            self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR,
+            self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
         )(dead_letter_guard("intake", broker, self.topics.dead_letter, self.on_raw))
 
     # --- core: one body in, canonical events out ---------------------------------------------------------
@@ -161,7 +162,7 @@ class IntakeService:
     async def post_register(self, request: Request) -> JSONResponse:
         """POST /v1/register/{select|deselect|move|update|import}: a coordinator's change to the register,
         checked against the register topic and published as a register.* event (docs/coordinators.md)."""
-        from ppo_alerts.register_cli import http_register
+        from shared.register_admin import http_register
 
         coordinator = self.coordinator(request)
         if coordinator is None:

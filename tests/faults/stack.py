@@ -105,7 +105,8 @@ def events(persons: list[Person], count: int, now: datetime, seed: int = 7) -> l
             out.append({**base, "type": "prison.release", "data": {"prison_id": "LEI", "reason": "licence"}})
         elif kind == 2:
             out.append({**base, "type": "warrant.issued",
-                        "data": {"warrant_id": f"W-{i}", "court_code": "B13AA00", "kind": rnd.choice(["fta", "breach"])}})
+                        "data": {"warrant_id": f"W-{i}", "court_code": "B13AA00",
+                                 "kind": rnd.choice(["fta", "breach"])}})
         elif kind == 3:
             out.append({**base, "type": "court.bail_decision", "data": {"court_code": "B21AA00",
                                                                         "decision": "conditional_bail"}})
@@ -127,7 +128,8 @@ def events(persons: list[Person], count: int, now: datetime, seed: int = 7) -> l
                         "data": {"prison_id": "LEI", "release_date": release, "kind": "crd"}})
         elif kind == 10:
             out.append({**base, "type": "prison.hdc_eligible",
-                        "data": {"prison_id": "LEI", "eligibility_date": (now + timedelta(days=30)).date().isoformat()}})
+                        "data": {"prison_id": "LEI",
+                                 "eligibility_date": (now + timedelta(days=30)).date().isoformat()}})
         else:
             out.append({**base, "type": "prison.rotl_scheduled",
                         "data": {"prison_id": "LEI", "starts_at": (now + timedelta(days=3)).isoformat()}})

@@ -282,7 +282,8 @@ it was injected, obligations expected (from the oracle: the same events through 
 the obligations topic, messages expected and accepted by the SMTP server once per recipient, duplicates,
 losses, obligations stuck (due but not notified), dead letters found and expected.
 
-| scenario | fault | injected | events | obligations expected | found | messages expected | delivered | duplicates | losses | stuck | dead letters (expected) |
+| scenario | fault | injected | events | obligations expected | found | messages expected | delivered \
+| duplicates | losses | stuck | dead letters (expected) |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 """
 

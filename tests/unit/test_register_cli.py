@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from ppo_alerts import register_cli as rc
-from ppo_alerts.register_cli import ChangeRefused, NothingToChange, Planner, plan_import, quarterly_rows
 from services.rules.ledger import Ledger
 from services.rules.rulebook import RuleBook
 from shared.directory import Directory, DirectoryError, DirectoryHolder, missing_contacts
 from shared.events import parse_event
 from shared.register import CSV_COLUMNS, Register
+from shared.register_admin import ChangeRefused, NothingToChange, Planner, normalise_ids, plan_import, quarterly_rows
 from tests.rulebook_fixtures import DIRECTORY, REGISTER_CSV
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday
@@ -59,7 +59,7 @@ def test_identifier_is_told_apart_by_its_shape(text, expected):
 def test_identifier_with_a_wrong_check_character_is_refused_saying_so():
     exc = refused(rc.parse_identifier, "2006/0777001H")
     assert "check character is H, expected G" in str(exc)
-    exc = refused(rc.normalise_ids, {"pnc": "2006/0777001H", "noms": "1234"})
+    exc = refused(normalise_ids, {"pnc": "2006/0777001H", "noms": "1234"})
     assert [p["field"] for p in exc.problems] == ["pnc", "noms"]
 
 
@@ -351,7 +351,9 @@ def test_intake_register_routes_need_a_coordinator_token(monkeypatch, tmp_path):
     async def register_from_topic(settings, warn=None):
         return Register.from_csv_text(REGISTER_CSV)
 
-    monkeypatch.setattr(rc, "read_register", register_from_topic)
+    import shared.register_admin as admin
+
+    monkeypatch.setattr(admin, "read_register", register_from_topic)
     settings = Settings(intake_tokens={_sha("court-token"): "HMCTS"},
                         intake_coordinator_tokens={_sha("coord-token"): "Leeds IOM coordinator"},
                         directory_file=write(tmp_path / "d.yaml", DIRECTORY))
