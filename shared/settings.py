@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # sha256 hex of each bearer token -> agency name; empty with intake_allow_anonymous for local use only
     intake_tokens: dict[str, str] = Field(default_factory=dict)
     intake_allow_anonymous: bool = False
+    # agency name -> event-type prefixes it may submit, e.g. {"HMCTS": ["court.", "warrant."], "HMP Leeds":
+    # ["prison."]}; an agency not listed may submit any non-register type. Register changes need a coordinator.
+    intake_token_scopes: dict[str, list[str]] = Field(default_factory=dict)
+    intake_rate_per_s: float = Field(default=50.0, ge=0)  # per credential, on average; 0 turns the limit off
+    intake_rate_burst: int = Field(default=200, ge=1)
     public_base_url: str = "http://127.0.0.1:8080"
 
     # SMTP

@@ -11,6 +11,7 @@ import hmac
 import html
 import json
 import logging
+import time
 from collections import OrderedDict
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from services.intake.access import RateLimiter, ScopeRefused, check_scopes
 from services.intake.translate import Translation, translate_many
 from shared import metrics
 from shared.ack import Acknowledgement, AckSecretMissing, ack_secret, verify
@@ -70,6 +72,7 @@ class IntakeService:
         self.clock = clock
         self.topics = Topics(settings.topic_prefix)
         self.recent = RecentIds()
+        self.rate_limiter = RateLimiter(settings.intake_rate_per_s, settings.intake_rate_burst, time.monotonic)
         self.ack_key = _ack_key(settings)  # checks GET /ack links (shared/ack.py)
         self.ready = False
         metrics.initialise("intake")
@@ -80,11 +83,12 @@ class IntakeService:
 
     # --- core: one body in, canonical events out ---------------------------------------------------------
 
-    async def accept(self, body: Any, channel: str, received_at: datetime, allow_register: bool = True) -> list[str]:
+    async def accept(self, body: Any, channel: str, received_at: datetime, agency: str = "kafka",
+                     scopes: list[str] | None = None, coordinator: bool = True) -> list[str]:
+        """Translate, check the sender may send every event in it (nothing is published if not), publish."""
         translations: list[Translation] = translate_many(body, received_at)  # raises InputRejected
-        if not allow_register and any(e.type.startswith("register.") for t in translations  # type: ignore[attr-defined]
-                                      for e in t.events):
-            raise RegisterForbidden("register changes need a coordinator token (docs/coordinators.md)")
+        check_scopes((e.type for t in translations for e in t.events), agency, scopes,  # type: ignore[attr-defined]
+                     coordinator)  # raises ScopeRefused
         accepted: list[str] = []
         for t in translations:
             metrics.EVENTS_RECEIVED.labels(format=t.format, channel=channel).inc()
@@ -196,6 +200,10 @@ class IntakeService:
         agency = coordinator or self.authenticate(request)
         if agency is None:
             return _error(401, "missing or unknown bearer token")
+        wait = self.rate_limiter.take(agency)
+        if wait:
+            return JSONResponse({"error": "too many requests from this credential", "problems": []},
+                                status_code=429, headers={"Retry-After": RateLimiter.retry_after(wait)})
         length = request.headers.get("content-length")
         limit = self.settings.intake_max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
@@ -213,8 +221,10 @@ class IntakeService:
             await self.dead_letter(raw, "http", rejection, agency)
             return JSONResponse(rejection.as_dict(), status_code=400)
         try:
-            accepted = await self.accept(payload, "http", now, allow_register=coordinator is not None)
-        except RegisterForbidden as exc:
+            accepted = await self.accept(payload, "http", now, agency,
+                                         self.settings.intake_token_scopes.get(agency) if not coordinator else None,
+                                         coordinator=coordinator is not None)
+        except ScopeRefused as exc:
             return _error(403, str(exc))
         except InputRejected as exc:
             await self.dead_letter(raw, "http", exc, agency)
@@ -281,8 +291,7 @@ def _ack_page(status: int, title: str, text: str) -> HTMLResponse:
                         headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
-class RegisterForbidden(Exception):
-    """A register.* event from a token that is not a coordinator's."""
+
 
 
 def _error(status: int, message: str) -> JSONResponse:
