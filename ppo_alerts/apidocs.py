@@ -449,10 +449,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def _register_request_schema() -> dict[str, Any]:
-    try:
-        from ppo_alerts.register_cli import REQUESTS
-    except ImportError:  # pragma: no cover - the register commands are not installed
-        return {"type": "object"}
+    from shared.register_admin import REQUESTS
+
     schemas = {name: model.model_json_schema(ref_template="#/components/schemas/{model}")
                for name, model in REQUESTS.items()}
     return {"title": "RegisterRequest", "description": "The body for each action: " + ", ".join(
