@@ -6,23 +6,28 @@ Kafka, SMTP and the wall clock are replaced: timers sit in a heap and fire as th
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from services.intake.translate import translate_many
 from services.rules.ledger import Decision, Ledger
 from services.rules.rulebook import RuleBook, RuleTimings
 from shared.directory import Directory
 from shared.errors import InputRejected
-from shared.obligations import Obligation
+from shared.obligations import HistoryEntry, Obligation
 from shared.register import Register
+
+PROGRESS_EVERY_LINES = 5000  # progress is reported on inputs longer than this...
+PROGRESS_EVERY_SECONDS = 2.0  # ...at the first multiple of it, then at most this often
 
 
 class SimulationError(Exception):
@@ -48,29 +53,51 @@ class Rejection:
     problems: list[dict[str, str]] = field(default_factory=list)
 
 
-class MessageSink:
-    """Where fired obligations go: nowhere (benchmarks) or an outbox of .eml files."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A recipient the message could not be produced for (permanent: the same input fails the same way)."""
 
-    def deliver(self, o: Obligation, at: datetime) -> None:  # pragma: no cover - interface
-        return None
+    address: str
+    reason: str
+
+
+class MessageSink:
+    """Where fired obligations go: nowhere (benchmarks) or an outbox of .eml files.
+
+    `deliver` returns the recipients it refused; when that is every recipient, the obligation is `failed`."""
+
+    def deliver(self, o: Obligation, at: datetime) -> list[Refusal]:
+        return []
 
 
 class OutboxSink(MessageSink):
+    """One RFC 5322 file per (obligation, recipient), rendered by the notifier's own templates."""
+
     def __init__(self, outbox: Path, sender: str = "ppo-alerts@localhost.invalid") -> None:
-        from services.notifier.render import Renderer
+        from services.notifier.render import Renderer, RenderError
 
         self.outbox = outbox
         self.sender = sender
         self.renderer = Renderer()
+        self._render_error = RenderError
         outbox.mkdir(parents=True, exist_ok=True)
 
-    def deliver(self, o: Obligation, at: datetime) -> None:
+    def deliver(self, o: Obligation, at: datetime) -> list[Refusal]:
+        refused: list[Refusal] = []
         for address in o.recipients:
             role = o.recipient_roles.get(address, "")
-            message = self.renderer.render(o, address, role, None, at)
-            email = message.to_email(self.sender)
+            try:
+                message = self.renderer.render(o, address, role, None, at)
+                data = bytes(message.to_email(self.sender))
+            except self._render_error as exc:  # as live: a message that cannot be produced is refused for good
+                refused.append(Refusal(address, f"{getattr(exc, 'reason', 'render-error')}: {exc}"))
+                continue
+            except Exception as exc:  # a rendering bug: same input, same failure (the live notifier agrees)
+                refused.append(Refusal(address, f"render-error: {type(exc).__name__}: {exc}"))
+                continue
             safe = address.replace("@", "_at_")
-            (self.outbox / f"{o.obligation_id}__{safe}.eml").write_bytes(bytes(email))
+            (self.outbox / f"{o.obligation_id}__{safe}.eml").write_bytes(data)
+        return refused
 
 
 class SimulationEngine:
@@ -99,6 +126,11 @@ class SimulationEngine:
                 heapq.heappush(self._heap, (o.send_at, self._seq, o.obligation_id))
 
     def advance(self, to: datetime) -> None:
+        """Fire, in order, every timer (and calendar review) due up to `to`; the clock ends at `to`."""
+        if (not self._heap or self._heap[0][0] > to) and self._next_review > to:  # nothing due: the usual case
+            if to > self.now:
+                self.now = to
+            return
         while True:
             next_timer = self._heap[0][0] if self._heap else None
             if self._next_review <= to and (next_timer is None or self._next_review <= next_timer):
@@ -113,41 +145,77 @@ class SimulationEngine:
             if o is None or o.status != "pending" or o.send_at != at:
                 continue  # cancelled or moved since it was scheduled
             self.now = max(self.now, at)
-            self.ledger.mark_sent(o, self.now)
-            self.sink.deliver(o, self.now)
-            self._apply(self.ledger.after_sent(o, self.now))
+            self._send(o)
         self.now = max(self.now, to)
 
+    def _send(self, o: Obligation) -> None:
+        """Render and 'send' (to the sink), then record the outcome as the notifier would."""
+        now = self.now
+        refused = self.sink.deliver(o, now)
+        if refused and len(refused) >= len(o.recipients):
+            o.record_failure(now, "every recipient refused permanently: "
+                             + "; ".join(f"{r.address}: {r.reason}" for r in refused))
+        else:
+            self.ledger.mark_sent(o, now)
+            for r in refused:
+                o.history.append(HistoryEntry(at=now, what=f"not sent to {r.address}: {r.reason}"))
+        self._apply(self.ledger.after_sent(o, now))
+
     def feed(self, at: datetime, body: Any, line: int) -> None:
-        self.advance(at)
+        """One payload reaching intake at `at`: timers due before it fire first, then its events are
+        translated and evaluated, then whatever they made due at `at` (immediate rules) fires."""
+        heap = self._heap
+        if (heap and heap[0][0] <= at) or self._next_review <= at:
+            self.advance(at)
+        elif at > self.now:
+            self.now = at
         try:
             translations = translate_many(body, at)
         except InputRejected as exc:
             self.rejected.append(Rejection(line, exc.reason, exc.problems))
             return
+        except Exception as exc:  # an intake bug on odd input: report the line, as live intake would, and go on
+            self.rejected.append(Rejection(line, f"could not be translated (internal error, please report): "
+                                                 f"{type(exc).__name__}: {exc}"))
+            return
+        ignored = self.ignored
+        seen = self._seen_events
+        on_event = self.ledger.on_event
         for t in translations:
             for reason in t.ignored:
-                self.ignored[reason] = self.ignored.get(reason, 0) + 1
+                ignored[reason] = ignored.get(reason, 0) + 1
             for event in t.events:
-                if event.id in self._seen_events:
-                    self.ignored["duplicate-event-id"] = self.ignored.get("duplicate-event-id", 0) + 1
+                if event.id in seen:
+                    ignored["duplicate-event-id"] = ignored.get("duplicate-event-id", 0) + 1
                     continue
-                self._seen_events.add(event.id)
+                seen.add(event.id)
                 self.events_in += 1
-                decision = self.ledger.on_event(event, at)
+                decision = on_event(event, at)
                 if decision.ignored:
-                    self.ignored[decision.ignored] = self.ignored.get(decision.ignored, 0) + 1
-                self._apply(decision)
-        self.advance(at)
+                    ignored[decision.ignored] = ignored.get(decision.ignored, 0) + 1
+                if decision.raised:
+                    self._apply(decision)
+        if heap and heap[0][0] <= at:
+            self.advance(at)
 
     def obligations(self) -> list[Obligation]:
         return sorted(self.ledger.obligations.values(), key=lambda o: (o.raised_at, o.send_at, o.obligation_id))
 
 
-def read_lines(stream: TextIO) -> Iterator[tuple[int, str]]:
-    for number, text in enumerate(stream, start=1):
+def read_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
+    """Non-blank lines with their numbers; a line that is not UTF-8 is passed on as None (rejected later)."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, _NotText(f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+            continue
         if text.strip():
-            yield number, text
+            yield number, text.rstrip("\r\n")
+
+
+class _NotText(str):
+    """Stands for a line that could not be decoded; its text is the reason."""
 
 
 def run(register_path: Path, directory_path: Path, events_path: Path, until: datetime, out: Path,
@@ -162,22 +230,41 @@ def run(register_path: Path, directory_path: Path, events_path: Path, until: dat
     except (RegisterError, DirectoryError) as exc:
         raise SimulationError(str(exc)) from None
     try:
-        stream = open(events_path, encoding="utf-8")  # noqa: SIM115 - closed below
+        stream = open(events_path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise SimulationError(f"cannot read events {events_path}: {exc.strerror}") from None
-    out.mkdir(parents=True, exist_ok=True)
-    with stream:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        stream.close()
+        raise SimulationError(f"cannot write to {out}: {exc.strerror}") from None
+    with stream, long_batch():
         lines = read_lines(stream)
         first = _peek_start(lines, start)
         if first is None:
-            raise SimulationError("no start: the events file is empty and --start was not given")
+            raise SimulationError("no start: the events file has no line with a valid `at` and --start was not given")
         clock_start, pending = first
         sink: MessageSink = OutboxSink(out / "outbox") if write_outbox else MessageSink()
         engine = SimulationEngine(register, directory, clock_start, timings, sink)
         _drive(engine, pending, lines, progress)
-    engine.advance(until)
+        engine.advance(until)
     _write_results(engine, out)
     return engine
+
+
+@contextmanager
+def long_batch() -> Iterator[None]:
+    """A run allocates millions of long-lived, acyclic objects (events seen, obligations); the cyclic
+    collector would traverse them again and again (a third of the time on a national-scale year). Objects
+    already loaded (the register) are frozen out of its view and it runs less often; restored after."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(thresholds[0], 50_000), thresholds[1], max(thresholds[2], 50))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _peek_start(lines: Iterator[tuple[int, str]], start: datetime | None
@@ -197,29 +284,75 @@ def _peek_start(lines: Iterator[tuple[int, str]], start: datetime | None
 
 def _drive(engine: SimulationEngine, held: list[tuple[int, str]], lines: Iterable[tuple[int, str]],
            progress: TextIO | None) -> None:
-    started = last = time.monotonic()
-    count = 0
+    meter = _Progress(progress, engine)
     for number, text in _chain(held, lines):
-        count += 1
+        meter.tick()
+        if isinstance(text, _NotText):
+            engine.rejected.append(Rejection(number, str(text)))
+            continue
         try:
             record = json.loads(text)
+        except ValueError as exc:
+            engine.rejected.append(Rejection(number, f"not JSON: {exc}"))
+            continue
+        try:
             if not isinstance(record, dict) or "body" not in record:
-                raise ValueError("each line must be an object with 'at' and 'body'")
+                raise ValueError("each line must be a JSON object with 'at' and 'body'")
             at = parse_instant(record.get("at"), "at")
         except ValueError as exc:
             engine.rejected.append(Rejection(number, str(exc)))
             continue
         if at < engine.now:
-            engine.rejected.append(Rejection(number, f"at {at.isoformat()} goes back before {engine.now.isoformat()}"))
+            engine.rejected.append(Rejection(
+                number, f"at {at.isoformat()} goes back before {engine.now.isoformat()} (lines must be in order)"))
             continue
         engine.feed(at, record["body"], number)
-        if progress is not None and count % 5000 == 0 and time.monotonic() - last > 2:
-            last = time.monotonic()
-            rate = count / (last - started)
-            progress.write(f"\r{count:,} lines, {rate:,.0f} lines/s, virtual time {engine.now:%Y-%m-%d %H:%M}Z")
-            progress.flush()
-    if progress is not None and count >= 5000:
-        progress.write("\n")
+    meter.done()
+
+
+class _Progress:
+    """Progress on stderr for long inputs: at line 5,000, then every 5,000 lines at most every 2 seconds."""
+
+    def __init__(self, out: TextIO | None, engine: SimulationEngine) -> None:
+        self.out = out
+        self.engine = engine
+        self.count = 0
+        self.started = self.last = time.monotonic()
+        self.reported = False
+        self.end = "\r" if out is not None and _isatty(out) else "\n"
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.out is None or self.count % PROGRESS_EVERY_LINES:
+            return
+        now = time.monotonic()
+        if self.reported and now - self.last < PROGRESS_EVERY_SECONDS:
+            return
+        self.last = now
+        self._write(now, "")
+
+    def done(self) -> None:
+        if self.out is None or self.count < PROGRESS_EVERY_LINES:
+            return
+        self._write(time.monotonic(), "done: ")
+        if self.end == "\r":
+            self.out.write("\n")
+        self.out.flush()
+
+    def _write(self, now: float, prefix: str) -> None:
+        assert self.out is not None
+        rate = self.count / max(now - self.started, 1e-9)
+        self.out.write(f"{prefix}{self.count:,} lines, {rate:,.0f} lines/s, {len(self.engine.rejected):,} rejected, "
+                       f"virtual time {self.engine.now:%Y-%m-%d %H:%M}Z{self.end}")
+        self.out.flush()
+        self.reported = True
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _chain(a: list[tuple[int, str]], b: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str]]:

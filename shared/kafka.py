@@ -266,13 +266,27 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, default=str).encode()
 
 
+async def dead_letter(broker: KafkaBroker, topic: str, service: str, record: Any, exc: Exception) -> None:
+    """Park one consumed record on the dead-letter topic with the reason it could not be processed."""
+    from shared import metrics
+    from shared.errors import problems_of
+
+    reason = type(exc).__name__
+    problems = problems_of(exc) if isinstance(exc, ValidationError) else []
+    metrics.DEAD_LETTERS.labels(service=service, reason=reason).inc()
+    value: bytes = getattr(record, "value", None) or b""
+    parked = {"service": service, "reason": reason, "problems": problems,
+              "topic": getattr(record, "topic", None), "offset": getattr(record, "offset", None),
+              "payload": value.decode("utf-8", "replace")}
+    await broker.publish(dumps(parked), topic)
+    logging.getLogger(f"ppo.{service}").warning(
+        "message dead-lettered", extra={"reason": reason, "fields": [p["field"] for p in problems][:10]})
+
+
 def dead_letter_guard(service: str, broker: KafkaBroker, dead_letter_topic: str,
                       handler: Callable[[KafkaMessage], Awaitable[None]]) -> Callable[[KafkaMessage], Awaitable[None]]:
     """Wrap a handler so a message it cannot process goes to the dead-letter topic with its reason and the
     partition moves on. Kafka errors are re-raised: the message is redelivered, never parked for them."""
-    from shared import metrics
-
-    log = logging.getLogger(f"ppo.{service}")
 
     @functools.wraps(handler)
     async def guarded(message: KafkaMessage) -> None:
@@ -281,20 +295,6 @@ def dead_letter_guard(service: str, broker: KafkaBroker, dead_letter_topic: str,
         except KafkaError:
             raise
         except Exception as exc:  # noqa: BLE001 - anything else is about this message: park it with its reason
-            reason = type(exc).__name__
-            problems: list[dict[str, str]] = []
-            if isinstance(exc, ValidationError):
-                from shared.errors import problems_of
-
-                problems = problems_of(exc)
-            metrics.DEAD_LETTERS.labels(service=service, reason=reason).inc()
-            raw: bytes = message.body
-            record = {"service": service, "reason": reason, "problems": problems,
-                      "topic": getattr(message.raw_message, "topic", None),
-                      "offset": getattr(message.raw_message, "offset", None),
-                      "payload": raw.decode("utf-8", "replace")}
-            await broker.publish(dumps(record), dead_letter_topic)
-            fields = [p["field"] for p in problems][:10]
-            log.warning("message dead-lettered", extra={"reason": reason, "fields": fields})
+            await dead_letter(broker, dead_letter_topic, service, message.raw_message, exc)
 
     return guarded

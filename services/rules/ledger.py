@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from services.rules.rulebook import SLOT_RULES, Candidate, RuleBook
+from services.rules.rulebook import RULES, SLOT_RULES, Candidate, RuleBook
 from shared import calendar as cal
 from shared.events import EventBase
 from shared.obligations import HistoryEntry, Obligation, obligation_id
-from shared.register import RegisterEntry, RegisterError
+from shared.register import Period, RegisterEntry, RegisterError
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     raised: list[Obligation] = field(default_factory=list)  # new (or revived) obligations to publish
     cancelled: list[Obligation] = field(default_factory=list)
@@ -36,6 +36,16 @@ class Decision:
 
 def _note(o: Obligation, at: datetime, what: str) -> None:
     o.history.append(HistoryEntry(at=at, what=what))
+
+
+def membership_start(entry: RegisterEntry, period: Period) -> date:
+    """`selected_on` of the membership `period` belongs to: a move of area continues a membership (the
+    register splits the period at the move), so the six months of C1 and the two years of C2 run on."""
+    start = period.start
+    for p in reversed(entry.periods):
+        if p.start < start and p.end == start and p.end_reason == "moved_area":
+            start = p.start
+    return start
 
 
 class Ledger:
@@ -80,9 +90,9 @@ class Ledger:
         if etype.startswith("register."):
             return self._register_event(event, received_at)
         entry = self.register.find(event.person.identifiers())
-        day = cal.london_date(event.occurred_at)
         if entry is None:
             return Decision(ignored="not-on-register")
+        day = cal.london_date(event.occurred_at)
         period = entry.period_at(day)
         if period is None:
             if etype == "prison.release_date_set":
@@ -112,13 +122,14 @@ class Ledger:
 
     def _take(self, cand: Candidate, entry: RegisterEntry | None, event: EventBase | None, r: datetime,
               bcu: str | None, decision: Decision) -> Obligation | None:
-        o = self.rulebook.build(cand, entry, event, r, bcu)
-        existing = self.obligations.get(o.obligation_id)
-        if existing is not None and existing.status != "cancelled":
-            decision.duplicates.append(o.obligation_id)
-            if entry is not None and o.rule in SLOT_RULES:
-                self._slots[(o.rule, entry.person_id)] = o.obligation_id
+        oid = self.rulebook.identity(cand, entry, bcu)
+        existing = self.obligations.get(oid)
+        if existing is not None and existing.status != "cancelled":  # known: not built again
+            decision.duplicates.append(oid)
+            if entry is not None and cand.rule in SLOT_RULES:
+                self._slots[(cand.rule, entry.person_id)] = oid
             return None
+        o = self.rulebook.build(cand, entry, event, r, bcu, oid)
         if existing is not None:  # the same fact again after it was cancelled (e.g. date moved back)
             o.history = [*existing.history]
             _note(o, r, "revived: the fact it is about is current again")
@@ -203,7 +214,7 @@ class Ledger:
         period = entry.period_at(cal.london_date(r)) or entry.open_period()
         if period is None:
             return decision
-        anchor = max(period.start, self._activity.get(entry.person_id, date.min))
+        anchor = max(membership_start(entry, period), self._activity.get(entry.person_id, date.min))
         book = self.rulebook
         k = 1
         # On load long after the anchor, the condition already holds: one notice now, then every 6 months.
@@ -228,8 +239,9 @@ class Ledger:
         if period is None:
             return decision
         book = self.rulebook
-        cand = book.timed("C2", f"{period.start}", book.register_review_at(period.start), r,
-                          extra_facts={"selected_on": period.start})
+        selected_on = membership_start(entry, period)
+        cand = book.timed("C2", f"{selected_on}", book.register_review_at(selected_on), r,
+                          extra_facts={"selected_on": selected_on})
         self._take(cand, entry, None, r, period.home_bcu, decision)
         return decision
 
@@ -246,12 +258,11 @@ class Ledger:
         if o.rule != "C1" or o.person is None:
             return Decision()
         entry = self.register.get(o.person.person_id)
-        if entry is None or entry.period_at(cal.london_date(at)) is None:
+        period = entry.period_at(cal.london_date(at)) if entry is not None else None
+        if entry is None or period is None:
             return Decision()
-        if o.facts.get("anchor") != max(
-            (entry.period_at(cal.london_date(at)) or entry.periods[-1]).start,
-            self._activity.get(entry.person_id, date.min),
-        ).isoformat():
+        if o.facts.get("anchor") != max(membership_start(entry, period),
+                                        self._activity.get(entry.person_id, date.min)).isoformat():
             return Decision()
         return self._inactivity_timer(entry, at, after=o.send_at)
 
@@ -306,10 +317,35 @@ class Ledger:
                 cand = self.rulebook.immediate(
                     "C5", f"{event.data.from_bcu}|{to_bcu}|{day}", r, recipients_bcu=to_bcu)
                 self._take(cand, entry, event, r, to_bcu, decision)
+                decision.raised += self._follow_move(entry, to_bcu, r)
                 return decision
         except RegisterError as exc:
             return Decision(ignored=f"register-conflict: {exc}")
         return Decision(ignored="unknown-register-event")
+
+    def _follow_move(self, entry: RegisterEntry, to_bcu: str, r: datetime) -> list[Obligation]:
+        """Pending timers (A4, C1, C2) go to the roles of the new home BCU: they are resolved from the PPO's
+        home BCU (obligations.md conventions), and the old BCU no longer manages the person. Returned for
+        publishing again (same identity, new recipients)."""
+        moved = []
+        for rule in ("A4", "C1", "C2"):
+            o = self.obligations.get(self._slots.get((rule, entry.person_id), ""))
+            if o is None or o.status != "pending" or o.bcu == to_bcu:
+                continue
+            day = cal.london_date(o.occurred_at or o.raised_at)
+            recipients, roles, missing = self.rulebook.recipients(to_bcu, RULES[rule].roles, entry, day)
+            from_bcu = o.bcu
+            o.bcu, o.recipients, o.recipient_roles = to_bcu, recipients, roles
+            if missing:
+                o.facts["missing_roles"] = missing
+            else:
+                o.facts.pop("missing_roles", None)
+            _note(o, r, f"moved with the person from BCU {from_bcu} to {to_bcu}")
+            if not recipients:
+                o.status = "failed"
+                _note(o, r, f"no contact for role(s) {', '.join(missing)} in BCU {to_bcu}")
+            moved.append(o)
+        return moved
 
     # --- C6: calendar -----------------------------------------------------------------------------------
 
@@ -318,16 +354,16 @@ class Ledger:
         decision = Decision()
         day = cal.london_date(at)
         book = self.rulebook
-        for bcu in book.directory.bcu_codes:
-            ppos = []
-            for entry in self.register.entries():
-                p = entry.period_at(day)
-                if p is not None and p.home_bcu == bcu:
-                    ppos.append({
-                        "given_name": entry.given_name, "family_name": entry.family_name,
-                        "pnc": entry.identifiers.get("pnc"), "noms": entry.identifiers.get("noms"),
-                        "strand": p.strand, "selected_on": p.start.isoformat(), "reason": p.reason,
-                    })
+        by_bcu: dict[str, list[dict[str, Any]]] = {bcu: [] for bcu in book.directory.bcu_codes}
+        for entry in self.register.entries():  # one pass, not one per BCU
+            p = entry.period_at(day)
+            if p is not None and p.home_bcu in by_bcu:
+                by_bcu[p.home_bcu].append({
+                    "given_name": entry.given_name, "family_name": entry.family_name,
+                    "pnc": entry.identifiers.get("pnc"), "noms": entry.identifiers.get("noms"),
+                    "strand": p.strand, "selected_on": membership_start(entry, p).isoformat(), "reason": p.reason,
+                })
+        for bcu, ppos in by_bcu.items():
             cand = Candidate("C6", period_label, at, at + book._immediate,
                              extra_facts={"period": period_label, "ppos": ppos})
             self._take(cand, None, None, at, bcu, decision)

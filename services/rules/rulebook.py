@@ -106,6 +106,10 @@ class RuleBook:
         self.directory = directory
         self.timings = timings or RuleTimings()
         self._immediate = timedelta(minutes=self.timings.immediate_minutes)
+        # Deadlines depend only on a day (and the timings): worked out once per day, not once per event.
+        self._instants: dict[tuple[str, date, int], datetime] = {}
+        self._addressed: dict[tuple[str | None, tuple[str, ...]], tuple[list[str], dict[str, str], list[str]]] = {}
+        self._addressed_by: Directory | None = None
         self._by_type: dict[str, Callable[[EventBase, datetime], Iterable[Candidate]]] = {
             "prison.reception": self._reception,
             "prison.release": self._release,
@@ -130,25 +134,54 @@ class RuleBook:
         send = max(send_at, r)  # a timer already past at R is sent at R
         return Candidate(rule, fact, send, send + self._immediate, **kw)
 
+    def _instant(self, what: str, day: date, n: int = 0) -> datetime:
+        """Memoised day arithmetic (pure: a function of the day, `n` and the timings)."""
+        key = (what, day, n)
+        found = self._instants.get(key)
+        if found is None:
+            found = self._instants[key] = self._work_out(what, day, n)
+        return found
+
+    def _work_out(self, what: str, day: date, n: int) -> datetime:
+        t = self.timings
+        if what == "A4":  # 09:00 on the last working day that is at least 28 days before the release date
+            return cal.nine_am(cal.last_working_day_on_or_before(day - timedelta(days=t.release_notice_days)))
+        if what == "C1":  # 09:00 on the first working day on or after anchor + 6 months (x n)
+            return cal.nine_am(cal.first_working_day_on_or_after(cal.add_months(day, t.inactivity_months * n)))
+        if what == "C2":  # 09:00 on the first working day on or after selected_on + 2 years
+            return cal.nine_am(cal.first_working_day_on_or_after(cal.add_months(day, t.register_review_months)))
+        if what == "C4":  # 09:00 on the last working day on or before the release date minus 3 months
+            return cal.nine_am(cal.last_working_day_on_or_before(
+                cal.add_months(day, -t.long_custody_notice_months)))
+        if what == "end of nth working day":
+            return cal.end_of_day(cal.nth_working_day_after(day, n))
+        if what == "end of day":
+            return cal.end_of_day(day + timedelta(days=n))
+        raise ValueError(what)
+
     def release_notice_at(self, release_date: date) -> datetime:
         """A4: 09:00 on the last working day that is at least 28 days before the release date."""
-        day = release_date - timedelta(days=self.timings.release_notice_days)
-        return cal.nine_am(cal.last_working_day_on_or_before(day))
+        return self._instant("A4", release_date)
 
     def inactivity_review_at(self, anchor: date, occurrence: int = 1) -> datetime:
         """C1: 09:00 on the first working day on or after anchor + 6 months (x occurrence)."""
-        day = cal.add_months(anchor, self.timings.inactivity_months * occurrence)
-        return cal.nine_am(cal.first_working_day_on_or_after(day))
+        return self._instant("C1", anchor, occurrence)
 
     def register_review_at(self, selected_on: date) -> datetime:
         """C2: 09:00 on the first working day on or after selected_on + 2 years."""
-        day = cal.add_months(selected_on, self.timings.register_review_months)
-        return cal.nine_am(cal.first_working_day_on_or_after(day))
+        return self._instant("C2", selected_on)
 
     def long_custody_notice_at(self, release_date: date) -> datetime:
         """C4: 09:00 on the last working day on or before the release date minus 3 months."""
-        day = cal.add_months(release_date, -self.timings.long_custody_notice_months)
-        return cal.nine_am(cal.last_working_day_on_or_before(day))
+        return self._instant("C4", release_date)
+
+    def end_of_nth_working_day_after(self, day: date, n: int) -> datetime:
+        """23:59:59 London on the n-th working day after `day`."""
+        return self._instant("end of nth working day", day, n)
+
+    def end_of_day(self, day: date, plus_days: int = 0) -> datetime:
+        """23:59:59 London on `day` + `plus_days` calendar days."""
+        return self._instant("end of day", day, plus_days)
 
     def list_review_at(self, after: datetime) -> tuple[datetime, str]:
         """C6: the next 09:00 on the first working day of a review month, strictly after `after`."""
@@ -175,11 +208,21 @@ class RuleBook:
 
     def recipients(self, bcu: str | None, roles: Iterable[str], entry: RegisterEntry | None, day: date,
                    dob: date | None = None) -> tuple[list[str], dict[str, str], list[str]]:
+        real_roles = tuple(self.om_role(entry, day, dob) if role == "om" else role for role in roles)
+        if self._addressed_by is not self.directory:  # a new directory: forget the old addresses
+            self._addressed, self._addressed_by = {}, self.directory
+        key = (bcu, real_roles)
+        found = self._addressed.get(key)
+        if found is None:
+            found = self._addressed[key] = self._address(bcu, real_roles)
+        addresses, by_address, missing = found
+        return list(addresses), dict(by_address), list(missing)  # the caller's to keep
+
+    def _address(self, bcu: str | None, roles: tuple[str, ...]) -> tuple[list[str], dict[str, str], list[str]]:
         addresses: list[str] = []
         by_address: dict[str, str] = {}
         missing: list[str] = []
-        for role in roles:
-            real = self.om_role(entry, day, dob) if role == "om" else role
+        for real in roles:
             found = self.directory.contacts(bcu, real)
             if not found:
                 missing.append(real)
@@ -195,8 +238,14 @@ class RuleBook:
         handler = self._by_type.get(event.type)  # type: ignore[attr-defined]
         return list(handler(event, received_at)) if handler else []
 
+    @staticmethod
+    def identity(cand: Candidate, entry: RegisterEntry | None, bcu: str | None) -> str:
+        """The obligation id `build` would give: (rule, person, fact); (rule, BCU, fact) without a person."""
+        subject = entry.person_id if entry is not None else (cand.recipients_bcu or bcu or "-")
+        return obligation_id(cand.rule, subject, cand.fact)
+
     def build(self, cand: Candidate, entry: RegisterEntry | None, event: EventBase | None,
-              received_at: datetime, bcu: str | None) -> Obligation:
+              received_at: datetime, bcu: str | None, identity: str | None = None) -> Obligation:
         spec = RULES[cand.rule]
         day = cal.london_date(event.occurred_at if event else received_at)
         dob = event.person.date_of_birth if event else None
@@ -204,7 +253,8 @@ class RuleBook:
         recipients, roles, missing = self.recipients(target_bcu, cand.roles or spec.roles, entry, day, dob)
         facts: dict[str, Any] = {}
         if event is not None:
-            facts.update({k: _iso(v) for k, v in event.data.model_dump().items()})  # type: ignore[attr-defined]
+            # The data models are flat: their field values are what model_dump() would give, without the cost.
+            facts.update({k: _iso(v) for k, v in event.data.__dict__.items()})  # type: ignore[attr-defined]
             facts["source"] = event.source
         if cand.extra_facts:
             facts.update({k: _iso(v) for k, v in cand.extra_facts.items()})
@@ -226,9 +276,8 @@ class RuleBook:
                 family_name=entry.family_name or (p.family_name if p else None),
                 date_of_birth=entry.date_of_birth or (p.date_of_birth if p else None),
             )
-        subject = entry.person_id if entry is not None else (target_bcu or "-")
         return Obligation(
-            obligation_id=obligation_id(cand.rule, subject, cand.fact),
+            obligation_id=identity or self.identity(cand, entry, bcu),
             rule=cand.rule,
             source_paragraph=spec.source,
             person=person,
@@ -260,7 +309,7 @@ class RuleBook:
             # A7 (001 §7.5): "on the day the prisoner is actually released".
             yield self.immediate("A7", f"{day}", r)
             # B4 (001 §7.3): risk-of-harm assessment by the 5th working day.
-            yield self.immediate("B4", f"{day}", r, action_due=cal.end_of_day(cal.nth_working_day_after(day, 5)),
+            yield self.immediate("B4", f"{day}", r, action_due=self.end_of_nth_working_day_after(day, 5),
                                  extra_facts={"trigger": "release"})
         elif e.data.reason == "rotl":
             # A8 (001 §7.5): police must be told in advance; told at release it is late by construction.
@@ -285,7 +334,7 @@ class RuleBook:
     def _hdc_eligible(self, e: Any, r: datetime) -> Iterable[Candidate]:
         # A5 (001 §7.5, §4.5): police input to the Governor's decision by decision_due.
         d = e.data
-        due = cal.end_of_day(d.decision_due) if d.decision_due else None
+        due = self.end_of_day(d.decision_due) if d.decision_due else None
         yield self.immediate("A5", f"{d.eligibility_date}", r, action_due=due)
 
     def _rotl_scheduled(self, e: Any, r: datetime) -> Iterable[Candidate]:
@@ -303,23 +352,23 @@ class RuleBook:
         d = e.data
         day = cal.london_date(e.occurred_at)
         # B2 (001 §6.3, §4.5): by the end of the day; case tracking record within 7 days of a case ending.
-        due = cal.end_of_day(day + timedelta(days=7)) if d.case_ended else None
-        yield Candidate("B2", f"{d.court_code}|{day}|{d.outcome}", r, cal.end_of_day(cal.london_date(r)),
+        due = self.end_of_day(day, 7) if d.case_ended else None
+        yield Candidate("B2", f"{d.court_code}|{day}|{d.outcome}", r, self.end_of_day(cal.london_date(r)),
                         action_due=due)
         # B8 (001 §8.2): a youth convicted needs a pre-sentence report within 10 working days.
         if d.outcome == "conviction" and self.is_youth(self._entry(e), day, e.person.date_of_birth):
             yield self.immediate("B8", f"{d.court_code}|{day}", r,
-                                 action_due=cal.end_of_day(cal.nth_working_day_after(day, 10)))
+                                 action_due=self.end_of_nth_working_day_after(day, 10))
 
     def _sentence(self, e: Any, r: datetime) -> Iterable[Candidate]:
         d = e.data
         day = cal.london_date(e.occurred_at)
         # B3 (001 §7.3, §7.4, §8.3): sentence / training plan within 5 days.
         yield self.immediate("B3", f"{d.court_code}|{day}|{d.disposal}", r,
-                             action_due=cal.end_of_day(day + timedelta(days=5)))
+                             action_due=self.end_of_day(day, 5))
         if d.disposal == "community":
             # B4 (001 §7.3): risk-of-harm assessment by the 5th working day.
-            yield self.immediate("B4", f"{day}", r, action_due=cal.end_of_day(cal.nth_working_day_after(day, 5)),
+            yield self.immediate("B4", f"{day}", r, action_due=self.end_of_nth_working_day_after(day, 5),
                                  extra_facts={"trigger": "community_order"})
         if d.custody_days is not None and d.custody_days > self.timings.long_custody_days:
             # C3 (004 criterion 3): consider de-selection.
@@ -329,13 +378,13 @@ class RuleBook:
         # A2/A3 (001 §6.4, §4.5): end of the next working day; every PPO warrant is Category A.
         d = e.data
         rule = "A2" if d.kind == "fta" else "A3"
-        by = cal.end_of_day(cal.nth_working_day_after(cal.london_date(e.occurred_at), 1))
+        by = self.end_of_nth_working_day_after(cal.london_date(e.occurred_at), 1)
         yield Candidate(rule, f"{d.warrant_id}", r, by, grade="A")
 
     def _breach(self, e: Any, r: datetime) -> Iterable[Candidate]:
         # B5 (001 §6.4, §7.6): fast-tracked listing within 7 days.
         day = cal.london_date(e.occurred_at)
-        yield self.immediate("B5", f"{e.data.order}|{day}", r, action_due=cal.end_of_day(day + timedelta(days=7)))
+        yield self.immediate("B5", f"{e.data.order}|{day}", r, action_due=self.end_of_day(day, 7))
 
     def _high_harm(self, e: Any, r: datetime) -> Iterable[Candidate]:
         # C7 (004 criterion 6): refer to MAPPA.

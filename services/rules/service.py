@@ -1,7 +1,10 @@
 """The rules service: consumes canonical events, keeps the ledger, publishes obligations.
 
-At-least-once: the event's offset is committed only after every resulting record is acknowledged by
-Kafka. A replayed event finds its obligations already in the ledger (same identity) and publishes nothing.
+Events are taken in batches (up to `RULES_BATCH` records): each is evaluated in order, every resulting record
+is handed to the producer without waiting, and the batch's offsets are committed only after Kafka has
+acknowledged all of them. At-least-once: a crash or a Kafka error replays the batch, and a replayed event
+finds its obligations already in the ledger (same identity) and publishes nothing. A record that cannot be
+evaluated is dead-lettered on its own; the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -22,13 +26,15 @@ from shared import metrics
 from shared.clock import Clock
 from shared.directory import DirectoryError, DirectoryHolder, missing_contacts
 from shared.events import parse_event
-from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, read_to_end
+from shared.kafka import RECEIVED_AT_HEADER, dead_letter, dumps, read_to_end
 from shared.obligations import NotificationRequest, Obligation
 from shared.register import Register, RegisterEntry, RegisterError
 from shared.settings import Settings
 from shared.topics import Topics
 
 log = logging.getLogger("ppo.rules")
+
+RULES_BATCH = 500  # records per batch: large enough to amortise the wait for acknowledgements
 
 
 class RulesService:
@@ -47,9 +53,10 @@ class RulesService:
         self._metrics_due: asyncio.TimerHandle | None = None
         metrics.initialise("rules")
         broker.subscriber(
-            self.topics.events, group_id="ppo-rules", auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR, max_records=100,
-        )(dead_letter_guard("rules", broker, self.topics.dead_letter, self.on_event))
+            self.topics.events, group_id="ppo-rules", auto_offset_reset="earliest", batch=True,
+            max_records=RULES_BATCH, batch_timeout_ms=50, ack_policy=AckPolicy.NACK_ON_ERROR,
+        )(self.on_events)
+        self._pending: list[asyncio.Future[Any]] = []
 
     async def load_state(self) -> None:
         """Materialise the register and the obligations from their compacted topics, then start timers."""
@@ -78,27 +85,49 @@ class RulesService:
         now = self.clock.now()
         for entry in register.entries():
             await self._publish(ledger.on_register_loaded(entry, now), now)
+        pending, self._pending = self._pending, []
+        await asyncio.gather(*pending)
         self._register_metrics()
         if self.settings.directory_reload_s > 0 and self._watch is None:
             self._watch = asyncio.create_task(self._watch_directory(), name="ppo-rules-directory-watch")
         log.info("rules ready", extra={"register_entries": len(register), "obligations": len(ledger.obligations)})
         self.ready = True
 
-    async def on_event(self, message: KafkaMessage) -> None:
+    async def on_events(self, message: KafkaMessage) -> None:
+        """One batch: evaluate each record, publish without waiting, then wait for every acknowledgement."""
         assert self.ledger is not None, "load_state() runs before the broker starts"
-        received_at = _received_at(message) or self.clock.now()
-        event = parse_event(message.body)  # invalid: dead-lettered by the guard, with the fields named
+        records: tuple[Any, ...] = message.raw_message  # type: ignore[assignment]
+        self._pending = []
+        for record in records:
+            try:
+                await self.evaluate(record.value or b"", _received_at_of(record.headers) or self.clock.now())
+            except KafkaError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - about this record only: park it with its reason
+                await dead_letter(self.broker, self.topics.dead_letter, "rules", record, exc)
+        pending, self._pending = self._pending, []
+        await asyncio.gather(*pending)  # a failed send raises: the batch is read again
+
+    async def evaluate(self, body: bytes, received_at: datetime) -> None:
+        assert self.ledger is not None
+        event = parse_event(body)  # invalid: dead-lettered by the caller, with the fields named
         decision = self.ledger.on_event(event, received_at)
         if decision.ignored:
             metrics.EVENTS_IGNORED.labels(service="rules", reason=decision.ignored.split(":")[0]).inc()
         await self._publish(decision, self.clock.now())
         if decision.register_changes:
             self._register_metrics_soon()
-        log.info("event evaluated", extra={
-            "event_id": event.id, "event_type": event.type,  # type: ignore[attr-defined]
-            "raised": [o.obligation_id for o in decision.raised],
-            "duplicates": len(decision.duplicates), "cancelled": [o.obligation_id for o in decision.cancelled],
-        })
+        if decision.raised or decision.cancelled:
+            log.info("event evaluated", extra={
+                "event_id": event.id, "event_type": event.type,  # type: ignore[attr-defined]
+                "raised": [o.obligation_id for o in decision.raised],
+                "duplicates": len(decision.duplicates), "cancelled": [o.obligation_id for o in decision.cancelled],
+            })
+
+    async def _send(self, value: bytes, topic: str, key: bytes) -> None:
+        """Hand a record to the producer; inside a batch, its acknowledgement is awaited at the batch's end."""
+        future = await self.broker.publish(value, topic, key=key, no_confirm=True)
+        self._pending.append(future)
 
     async def _publish(self, decision: Decision, now: datetime) -> None:
         t = self.topics
@@ -106,20 +135,20 @@ class RulesService:
             await self._publish_register(entry)
         for o in decision.cancelled:
             metrics.OBLIGATIONS_CANCELLED.labels(rule=o.rule).inc()
-            await self.broker.publish(dumps(o), t.obligations, key=o.obligation_id.encode())
+            await self._send(dumps(o), t.obligations, key=o.obligation_id.encode())
         for o in decision.raised:
             metrics.OBLIGATIONS_RAISED.labels(rule=o.rule).inc()
             if o.status == "failed":  # nobody to address it to: failed at once (and escalated)
                 metrics.DEADLINES.labels(rule=o.rule, result="failed").inc()
-            await self.broker.publish(dumps(o), t.obligations, key=o.obligation_id.encode())
+            await self._send(dumps(o), t.obligations, key=o.obligation_id.encode())
             if o.status == "pending" and o.send_at <= now:
                 request = NotificationRequest(obligation=o, requested_at=now)
-                await self.broker.publish(dumps(request), t.notifications, key=o.obligation_id.encode())
+                await self._send(dumps(request), t.notifications, key=o.obligation_id.encode())
         for grade in decision.graded_warrants:
-            await self.broker.publish(dumps(grade), t.graded_warrants, key=grade["warrant_id"].encode())
+            await self._send(dumps(grade), t.graded_warrants, key=grade["warrant_id"].encode())
 
     async def _publish_register(self, entry: RegisterEntry) -> None:
-        await self.broker.publish(dumps(entry.to_dict()), self.topics.register, key=entry.person_id.encode())
+        await self._send(dumps(entry.to_dict()), self.topics.register, key=entry.person_id.encode())
 
     # --- the register's size, the directory's gaps, directory reload ----------------------------------------
 
@@ -202,11 +231,12 @@ def _loads(value: bytes) -> Any:
     return json.loads(value)
 
 
-def _received_at(message: KafkaMessage) -> datetime | None:
-    raw = (message.headers or {}).get(RECEIVED_AT_HEADER)
-    if raw:
-        try:
-            return datetime.fromisoformat(raw if isinstance(raw, str) else raw.decode()).astimezone(UTC)
-        except ValueError:
-            return None
+def _received_at_of(headers: Any) -> datetime | None:
+    """R, as intake stamped it on the record (Kafka headers: (name, bytes) pairs)."""
+    for name, value in headers or ():
+        if name == RECEIVED_AT_HEADER and value:
+            try:
+                return datetime.fromisoformat(value.decode()).astimezone(UTC)
+            except ValueError:
+                return None
     return None
