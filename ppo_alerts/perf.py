@@ -7,8 +7,8 @@ figure here is paired with the limit it is measured against.
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import random
 import statistics
 import time
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.clock import SystemClock
 from shared.identifiers import check_letter
@@ -121,30 +121,27 @@ async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
         await consumer.stop()
 
 
-async def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-        return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
-    finally:
-        await admin.close()
+async def committed_total(admin: Any, group: str, topic: str) -> int:
+    offsets = await admin.list_consumer_group_offsets(group)
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
 
 
 async def rules_consume(settings: Settings, n: int) -> float:
     """The rules service's real code path on the same topic: validation, register lookup, rules, publishing."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
     from services.rules.main import build
 
     running, _ = build(settings, SystemClock())
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
     await running.start()
     topic = Topics(settings.topic_prefix).events
     try:
         # The clock starts when the first offset is committed, as the raw consumer's does at its first batch.
         started = None
         while True:
-            done = await committed_total(settings.kafka_bootstrap, "ppo-rules", topic)
+            done = await committed_total(admin, "ppo-rules", topic)
             if started is None and done > 0:
                 started = time.perf_counter()
             if done >= n:
@@ -152,6 +149,7 @@ async def rules_consume(settings: Settings, n: int) -> float:
             await asyncio.sleep(0.05)
     finally:
         await running.stop()
+        await admin.close()
 
 
 @dataclass

@@ -298,3 +298,23 @@ def dead_letter_guard(service: str, broker: KafkaBroker, dead_letter_topic: str,
             await dead_letter(broker, dead_letter_topic, service, message.raw_message, exc)
 
     return guarded
+
+
+class RecordSink:
+    """A plain aiokafka producer for a hot path: `send` hands a record over and returns the future of its
+    acknowledgement, so a batch can be acknowledged with one wait (FastStream's publish costs ~100 µs a call)."""
+
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(client_id=client_id, acks="all", enable_idempotence=True, linger_ms=5,
+                                          max_batch_size=256 * 1024, **client_kwargs(settings))
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+        return await self._producer.send(topic, value, key=key)

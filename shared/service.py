@@ -17,7 +17,8 @@ class RunningService:
     http: HttpServer
     before_broker: Callable[[], Awaitable[None]] | None = None  # e.g. load state before consuming
     after_broker: Callable[[], Awaitable[None]] | None = None  # e.g. start timers that publish
-    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # before the broker stops
+    after_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # once consuming has ended
 
     async def start(self) -> None:
         await self.broker.connect()
@@ -33,3 +34,5 @@ class RunningService:
         for hook in self.on_stop:
             await hook()
         await self.broker.stop()
+        for hook in self.after_stop:
+            await hook()

@@ -26,7 +26,7 @@ from shared import metrics
 from shared.clock import Clock
 from shared.directory import DirectoryError, DirectoryHolder, missing_contacts
 from shared.events import parse_event
-from shared.kafka import RECEIVED_AT_HEADER, dead_letter, dumps, read_to_end
+from shared.kafka import RECEIVED_AT_HEADER, RecordSink, dead_letter, dumps, read_to_end
 from shared.obligations import NotificationRequest, Obligation
 from shared.register import Register, RegisterEntry, RegisterError
 from shared.settings import Settings
@@ -34,7 +34,7 @@ from shared.topics import Topics
 
 log = logging.getLogger("ppo.rules")
 
-RULES_BATCH = 500  # records per batch: large enough to amortise the wait for acknowledgements
+RULES_BATCH = 2000  # records per batch: large enough to amortise the wait for acknowledgements
 
 
 class RulesService:
@@ -47,6 +47,7 @@ class RulesService:
         self.timings = timings or RuleTimings()
         self.ready = False
         self.ledger: Ledger | None = None
+        self.sink = RecordSink(settings, "ppo-rules-out")
         self.directory: DirectoryHolder | None = None  # read through by the rule book; reloaded when the file changes
         self._gaps: set[tuple[str, str]] = set()
         self._watch: asyncio.Task[None] | None = None
@@ -60,6 +61,7 @@ class RulesService:
 
     async def load_state(self) -> None:
         """Materialise the register and the obligations from their compacted topics, then start timers."""
+        await self.sink.start()
         self.directory = directory = DirectoryHolder(self.settings.directory_file)
         register = Register()
         for _, value in await read_to_end(self.settings, self.topics.register):
@@ -126,8 +128,7 @@ class RulesService:
 
     async def _send(self, value: bytes, topic: str, key: bytes) -> None:
         """Hand a record to the producer; inside a batch, its acknowledgement is awaited at the batch's end."""
-        future = await self.broker.publish(value, topic, key=key, no_confirm=True)
-        self._pending.append(future)
+        self._pending.append(await self.sink.send(topic, value, key))
 
     async def _publish(self, decision: Decision, now: datetime) -> None:
         t = self.topics
