@@ -158,7 +158,8 @@ def _add_schema(components: dict[str, Any], name: str, schema: dict[str, Any]) -
 
 def published_topics(service: str) -> list[str]:
     """Topics (attributes of Topics) the service's code publishes to: `.publish(x, <...>.topics.<name> | t.<name>)`
-    in services/<service>/, and `dead_letter` wherever a handler is wrapped by `dead_letter_guard`."""
+    or `._send(x, ...)` in services/<service>/, and `dead_letter` wherever `dead_letter_guard`/`dead_letter` is
+    used."""
     from shared.topics import Topics
 
     names = {n for n, v in vars(Topics).items() if isinstance(v, property)}
@@ -169,9 +170,10 @@ def published_topics(service: str) -> list[str]:
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            if isinstance(func, ast.Name) and func.id == "dead_letter_guard":
+            if isinstance(func, ast.Name) and func.id in ("dead_letter_guard", "dead_letter"):
                 found.add("dead_letter")
-            if isinstance(func, ast.Attribute) and func.attr == "publish" and len(node.args) >= 2:
+            # `.publish(value, topic)` (FastStream) or `._send(value, topic)` (the rules service's batched producer)
+            if isinstance(func, ast.Attribute) and func.attr in ("publish", "_send") and len(node.args) >= 2:
                 target = node.args[1]
                 if isinstance(target, ast.Attribute) and target.attr in names:
                     found.add(target.attr)

@@ -305,16 +305,21 @@ class RecordSink:
     acknowledgement, so a batch can be acknowledged with one wait (FastStream's publish costs ~100 µs a call)."""
 
     def __init__(self, settings: Settings, client_id: str) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        self._producer = AIOKafkaProducer(client_id=client_id, acks="all", enable_idempotence=True, linger_ms=5,
-                                          max_batch_size=256 * 1024, **client_kwargs(settings))
+        self._settings = settings
+        self._client_id = client_id
+        self._producer: Any = None  # aiokafka wants a running loop: made in start()
 
     async def start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(
+            client_id=self._client_id, acks="all", enable_idempotence=True, linger_ms=5,
+            max_batch_size=256 * 1024, **client_kwargs(self._settings))
         await self._producer.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
         return await self._producer.send(topic, value, key=key)

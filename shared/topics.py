@@ -43,10 +43,18 @@ class Topics:
     def dead_letter(self) -> str:  # anything that could not be processed, with its reason
         return f"{self.prefix}.dead-letter"
 
+    @property
+    def acknowledgements(self) -> str:  # a recipient followed a signed link (intake -> scheduler), key = obligation id
+        return f"{self.prefix}.acknowledgements"
+
+    @property
+    def escalations(self) -> str:  # escalate this obligation to the duty contact (scheduler -> notifier), key = id
+        return f"{self.prefix}.escalations"
+
     def all(self) -> list[str]:
         return [
             self.intake_raw, self.events, self.register, self.obligations, self.notifications,
-            self.delivery_outcomes, self.graded_warrants, self.dead_letter,
+            self.delivery_outcomes, self.graded_warrants, self.dead_letter, self.acknowledgements, self.escalations,
         ]
 
     def compacted(self) -> set[str]:
