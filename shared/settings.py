@@ -79,10 +79,17 @@ class Settings(BaseSettings):
     scheduler_lease_ttl_s: float = Field(default=30.0, ge=2, le=600)  # a standby takes over this long after
     scheduler_deadline_grace_s: float = Field(default=60.0, ge=0, le=3600)  # after notify_by, then breached
     scheduler_list_review_every_months: int = Field(default=1, ge=1, le=12)  # C6: 1 monthly, 3 quarterly
+    # D2: the weekly custody digest, 09:00 London on this day (the next working day when a bank holiday)
+    scheduler_digest_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday"] = "monday"
     ack_escalate_after_working_hours: float = Field(default=4.0, ge=0, le=400)  # immediate rules; 0: never
     ack_secret: SecretStr | None = Field(default=None, min_length=32)  # HMAC key of acknowledgement links
     ack_link_ttl_days: int = Field(default=30, ge=1, le=365)
     ack_base_url: str | None = None  # default: public_base_url; court recipients see it, so never "PPO"
+
+    @field_validator("scheduler_digest_weekday", mode="before")
+    @classmethod
+    def _weekday_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("ack_base_url")
     @classmethod

@@ -76,6 +76,16 @@ class Run:
                 self.injected += 1
             self.stack.post(body)
 
+    def message_ids_of_duplicates(self) -> list[set[str]]:
+        """For every (obligation, recipient) received more than once, the Message-IDs it came with."""
+        seen: dict[tuple[str, str], set[str]] = {}
+        counts = self.messages()
+        for m in self.smtp.messages:
+            key = (str(m.message["X-PPO-Obligation"]), m.rcpt_tos[0].lower())
+            if counts.get(key, 0) > 1:
+                seen.setdefault(key, set()).add(str(m.message["Message-ID"]))
+        return list(seen.values())
+
     def messages(self) -> Counter[tuple[str, str]]:
         counts: Counter[tuple[str, str]] = Counter()
         for m in self.smtp.messages:
@@ -125,10 +135,13 @@ class Run:
         self.smtp.stop()
 
 
-def assert_clean(row: dict[str, Any]) -> None:
+def assert_clean(row: dict[str, Any], duplicate_window: int = 0) -> None:
+    """`duplicate_window`: how many duplicates the documented residual window allows (a notifier killed between
+    the server's acceptance and its send-log write resends the message in hand: at most its recipients)."""
     assert row["obligations_found"] == row["obligations_expected"], row
     assert row["obligations_unexpected"] == 0, row
-    assert row["losses"] == 0 and row["duplicates"] == 0 and row["unexpected_messages"] == 0, row
+    assert row["losses"] == 0 and row["unexpected_messages"] == 0, row
+    assert row["duplicates"] <= duplicate_window, row
     assert row["stuck"] == 0, row
     assert row["dead_letters"] == row["dead_letters_expected"], row
 
@@ -180,7 +193,11 @@ def test_each_service_killed_mid_stream(run: Callable[..., Run]) -> None:
         return fault
 
     r.drive({p: killer(v) for p, v in zip(points, victims, strict=True)})
-    assert_clean(r.reconcile("SIGKILL", "each service killed and restarted at random moments"))
+    row = r.reconcile("SIGKILL", "each service killed and restarted at random moments")
+    # Only the residual window may duplicate: per notifier kill, the recipients of the request in hand (at most
+    # 3 here), and a duplicate carries the same Message-ID so the receiving side can drop it.
+    assert_clean(row, duplicate_window=3 * r.stack.kills["notifier"])
+    assert all(len(ids) == 1 for ids in r.message_ids_of_duplicates())
 
 
 def test_broker_stopped_and_restarted_mid_stream(run: Callable[..., Run], kafka: LocalKafka) -> None:
