@@ -15,11 +15,12 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from shared.identifiers import normalise_crn, normalise_cro, normalise_noms, normalise_pnc
+from shared.identifiers import NORMALISERS as _NORMALISERS
 
 
 class Strict(BaseModel):
@@ -39,28 +40,12 @@ class Person(Strict):
 
     @field_validator("pnc", "cro", "noms", "crn", mode="before")
     @classmethod
-    def _blank_is_none(cls, v: Any) -> Any:
-        return None if isinstance(v, str) and not v.strip() else v
-
-    @field_validator("pnc")
-    @classmethod
-    def _pnc(cls, v: str | None) -> str | None:
-        return None if v is None else normalise_pnc(v)
-
-    @field_validator("cro")
-    @classmethod
-    def _cro(cls, v: str | None) -> str | None:
-        return None if v is None else normalise_cro(v)
-
-    @field_validator("noms")
-    @classmethod
-    def _noms(cls, v: str | None) -> str | None:
-        return None if v is None else normalise_noms(v)
-
-    @field_validator("crn")
-    @classmethod
-    def _crn(cls, v: str | None) -> str | None:
-        return None if v is None else normalise_crn(v)
+    def _identifier(cls, v: Any, info: ValidationInfo) -> Any:
+        """Blank is None; a string is normalised (one call per field, not two: this is the hot path).
+        Anything else is left to the `str` check, which names what it got."""
+        if isinstance(v, str):
+            return _NORMALISERS[info.field_name](v) if v.strip() else None  # type: ignore[index]
+        return v
 
     @model_validator(mode="after")
     def _has_identifier(self) -> Person:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from functools import lru_cache
 
 CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"  # 23 letters: no I, O, S
 
@@ -22,14 +23,29 @@ def check_letter(number: int) -> str:
     return CHECK_LETTERS[number % 23]
 
 
-def _full_year(two_digits: int, today: date | None) -> int:
-    this_year = (today or date.today()).year
+def _full_year(two_digits: int, this_year: int) -> int:
     year = 2000 + two_digits
     return year if year <= this_year else year - 100
 
 
+# The same identifiers arrive again and again (every event about a person names them): the normal forms are
+# memoised, bounded. Only successes are cached; a bad value raises (with its message) every time.
+_CACHE_SIZE = 1 << 17
+
+
 def normalise_pnc(value: str, today: date | None = None) -> str:
     """`2004/0012345D`, `04/12345D`, `20040012345D` -> `2004/0012345D`, check character verified."""
+    normal, yy, serial, letter = _pnc_parts(value)
+    if normal is not None:
+        return normal
+    # A two-digit year depends on the current year (the check character does not): worked out each time.
+    year = _full_year(yy, (today or date.today()).year)
+    return f"{year:04d}/{serial:07d}{letter}"
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _pnc_parts(value: str) -> tuple[str | None, int, int, str]:
+    """(normal form, or None when the year has two digits; the year as given; serial; check character)."""
     raw = value.strip().upper().replace(" ", "")
     if m := _PNC_SLASH.match(raw):
         year_s, serial_s, letter = m.groups()
@@ -38,14 +54,16 @@ def normalise_pnc(value: str, today: date | None = None) -> str:
         year_s, serial_s, letter = (g[0], g[1], g[2]) if g[0] else (g[3], g[4], g[5])
     else:
         raise ValueError(f"{value!r} is not a PNC ID (expected YYYY/NNNNNNNC or YY/NNNNNNNC, e.g. 2004/0012345D)")
-    year = int(year_s) if len(year_s) == 4 else _full_year(int(year_s), today)
+    year = int(year_s)
     serial = int(serial_s)
     expected = check_letter(int(f"{year % 100:02d}{serial:07d}"))
     if letter != expected:
         raise ValueError(f"{value!r} is not a valid PNC ID: check character is {letter}, expected {expected}")
-    return f"{year:04d}/{serial:07d}{letter}"
+    normal = f"{year:04d}/{serial:07d}{letter}" if len(year_s) == 4 else None
+    return normal, year, serial, letter
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def normalise_cro(value: str) -> str:
     """`65656/91H` -> `065656/91H`; `SF91/65656H` -> `SF91/065656H`; check character verified."""
     raw = value.strip().upper().replace(" ", "")
@@ -63,6 +81,7 @@ def normalise_cro(value: str) -> str:
     return normal
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def normalise_noms(value: str) -> str:
     raw = value.strip().upper()
     if not _NOMS.match(raw):
@@ -70,6 +89,7 @@ def normalise_noms(value: str) -> str:
     return raw
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def normalise_crn(value: str) -> str:
     raw = value.strip().upper()
     if not _CRN.match(raw):

@@ -67,7 +67,7 @@ from pydantic import ValidationError
 
 from services.intake.feeds import FeedResult, decode_json, digest, identifier_problem, parse_instant
 from shared.errors import InputRejected, problems_of
-from shared.events import EVENT_MODELS
+from shared.events import EVENT_MODELS, Person
 from shared.identifiers import NORMALISERS
 
 FORMAT = "hmpps"
@@ -228,6 +228,7 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
     prison_id = _prison_id(info, prefix)
     person, key = _person(event, info, prefix, res, required=True)
     model = _RECEPTION if received else _RELEASE
+    assert person is not None  # required: _person rejected the event otherwise
     _emit(
         res,
         model,
@@ -236,7 +237,7 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
             "type": "prison.reception" if received else "prison.release",
             "occurred_at": occurred_at,
             "source": _source(event_type),
-            "person": person,
+            "person": _validated_person(person),
             "data": {"prison_id": prison_id, "reason": reason},
         },
         prefix,
@@ -262,7 +263,7 @@ def _hdc_activated(event: dict[str, Any], event_type: str, prefix: str, res: Fee
             "type": "prison.release",
             "occurred_at": occurred_at,
             "source": _source(event_type),
-            "person": person,
+            "person": _validated_person(person),
             "data": {"prison_id": prison_id, "reason": "hdc"},
         },
         prefix,
@@ -297,7 +298,9 @@ def _release_dates(event: dict[str, Any], event_type: str, prefix: str, res: Fee
         res.ignored.append("hmpps:release-dates:no-prison-id")
         return
     occurred_at = _occurred_at(event, prefix)
-    person, person_key = _person(event, info, prefix, res, required=True)
+    found, person_key = _person(event, info, prefix, res, required=True)
+    assert found is not None  # required: _person rejected the event otherwise
+    person = _validated_person(found)  # once, for every event made from this one
     instant = occurred_at.astimezone(UTC).isoformat()
     source = _source(event_type)
     if stated:
@@ -488,6 +491,27 @@ def _person(
     if not found:
         return None, ""
     return found, found.get("noms") or next(iter(found.values()))
+
+
+_PERSONS: dict[tuple[tuple[str, str], ...], Person] = {}  # validated (frozen) Persons by their identifiers
+_PERSONS_MAX = 1 << 17
+
+
+def _validated_person(found: dict[str, str]) -> Person | dict[str, str]:
+    """The canonical Person for identifiers `_person` found, validated once per set of identifiers (Person is
+    frozen, and the event models take an instance as it is). Should it be refused, the dict is returned so
+    that `_emit` reports why in canonical terms."""
+    key = tuple(found.items())
+    person = _PERSONS.get(key)
+    if person is None:
+        try:
+            person = Person.model_validate(found)
+        except ValidationError:
+            return found
+        if len(_PERSONS) >= _PERSONS_MAX:
+            _PERSONS.clear()
+        _PERSONS[key] = person
+    return person
 
 
 def _emit(res: FeedResult, model: Any, fields: dict[str, Any], prefix: str) -> None:
