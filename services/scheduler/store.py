@@ -46,7 +46,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.scheduler.watch import Step, WatchPolicy, keep_until, next_step
 from shared.obligations import Obligation
@@ -135,7 +135,11 @@ class WatchStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        try:
+            metadata.create_all(engine)
+        except OperationalError:
+            # Two instances starting together: the other created a table between our check and our create.
+            metadata.create_all(engine)
 
     # --- watches ---
 
