@@ -141,27 +141,13 @@ class IntakeService:
 
     def authenticate(self, request: Request) -> str | None:
         """The agency behind a bearer token; tokens are configured as sha256 hex, compared in constant time."""
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
+        if not _bearer(request):
             return "anonymous" if self.settings.intake_allow_anonymous else None
-        digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
-        agency = None
-        for stored, name in self.settings.intake_tokens.items():
-            if hmac.compare_digest(stored.lower(), digest):
-                agency = name
-        return agency
+        return _holder(request, self.settings.intake_tokens)
 
     def coordinator(self, request: Request) -> str | None:
         """The coordinator behind a bearer token in PPO_INTAKE_COORDINATOR_TOKENS (sha256 hex -> name), or None."""
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            return None
-        digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
-        name = None
-        for stored, who in self.settings.intake_coordinator_tokens.items():
-            if hmac.compare_digest(stored.lower(), digest):
-                name = who
-        return name
+        return _holder(request, self.settings.intake_coordinator_tokens)
 
     async def post_register(self, request: Request) -> JSONResponse:
         """POST /v1/register/{select|deselect|move|update|import}: a coordinator's change to the register,
@@ -301,3 +287,22 @@ def _error(status: int, message: str) -> JSONResponse:
 def _reason_label(reason: str) -> str:
     """Bounded label values: the reason's first words, no input echoed."""
     return reason.split(":")[0][:40]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+
+
+def _holder(request: Request, tokens: dict[str, str]) -> str | None:
+    """Who holds the request's bearer token: every stored hash is compared, in constant time, so the answer's
+    timing says nothing about which (if any) matched."""
+    token = _bearer(request)
+    if not token:
+        return None
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    holder = None
+    for stored, name in tokens.items():
+        if hmac.compare_digest(stored.lower(), digest):
+            holder = name
+    return holder
