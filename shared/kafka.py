@@ -323,3 +323,10 @@ class RecordSink:
 
     async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
         return await self._producer.send(topic, value, key=key)
+
+
+async def records_as_they_are(message: Any) -> None:
+    """Decoder for batch subscribers whose handlers read the records themselves (`message.raw_message`,
+    `message.body`): FastStream's default batch decoder JSON-decodes every record and wraps each in a message
+    object first, work the handlers never use (a third of the rules service's time per event, profiled)."""
+    return None

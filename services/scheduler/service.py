@@ -87,7 +87,7 @@ from shared.clock import Clock
 from shared.custody import DIGEST, CustodyBook, digest_obligation, rows_for
 from shared.directory import DirectoryError, DirectoryHolder
 from shared.events import parse_event
-from shared.kafka import dead_letter_guard, dumps
+from shared.kafka import dead_letter_guard, dumps, records_as_they_are
 from shared.obligations import HistoryEntry, NotificationRequest, Obligation
 from shared.settings import Settings
 from shared.topics import Topics
@@ -307,7 +307,7 @@ class SchedulerService:
         if not self._subscribers:
             obligations = self.broker.subscriber(
                 self.topics.obligations, group_id="ppo-scheduler", auto_offset_reset="earliest", batch=True,
-                max_records=500, ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False)
+                max_records=500, ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False, decoder=records_as_they_are)
             obligations(self.on_obligations)  # dead-letters bad records itself, one by one
             acks = self.broker.subscriber(
                 self.topics.acknowledgements, group_id="ppo-scheduler-acks", auto_offset_reset="earliest",
@@ -315,7 +315,7 @@ class SchedulerService:
             acks(dead_letter_guard("scheduler", self.broker, self.topics.dead_letter, self.on_acknowledgement))
             custody = self.broker.subscriber(
                 self.topics.events, group_id="ppo-scheduler-custody", auto_offset_reset="earliest", batch=True,
-                max_records=500, ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False)
+                max_records=500, ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False, decoder=records_as_they_are)
             custody(self.on_custody_events)
             self._subscribers += [obligations, acks, custody]
         self._consuming = True
