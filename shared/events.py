@@ -12,11 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -27,25 +26,49 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _identifier_field(kind: str) -> Any:
+    """Blank is None; a string is normalised; anything else is left to the `str` check, which names what it got.
+    A plain (no-info) validator per field with the normal forms remembered: this is the hot path of every
+    service, and the same identifiers arrive again and again."""
+    normalise = _NORMALISERS[kind]
+    seen: dict[str, str] = {}
+
+    def validate(v: Any) -> Any:
+        if type(v) is str:
+            normal = seen.get(v)
+            if normal is not None:
+                return normal
+            if not v.strip():
+                return None
+            normal = normalise(v)
+            if kind == "pnc" and normal[:4] != v.strip()[:4]:
+                return normal  # a two-digit year is read against today's year: not remembered
+            if len(seen) >= _SEEN_LIMIT:
+                seen.clear()
+            seen[v] = normal
+            return normal
+        return v
+
+    return Annotated[str | None, BeforeValidator(validate)]
+
+
+_SEEN_LIMIT = 1 << 19  # per kind; ~100 bytes an entry: the identifiers of half a million people
+_Pnc = _identifier_field("pnc")
+_Cro = _identifier_field("cro")
+_Noms = _identifier_field("noms")
+_Crn = _identifier_field("crn")
+
+
 class Person(Strict):
     """Who an event is about. At least one identifier; identifiers are normalised on the way in."""
 
-    pnc: str | None = None
-    cro: str | None = None
-    noms: str | None = None
-    crn: str | None = None
+    pnc: _Pnc = None
+    cro: _Cro = None
+    noms: _Noms = None
+    crn: _Crn = None
     given_name: str | None = Field(default=None, max_length=100)
     family_name: str | None = Field(default=None, max_length=100)
     date_of_birth: date | None = None
-
-    @field_validator("pnc", "cro", "noms", "crn", mode="before")
-    @classmethod
-    def _identifier(cls, v: Any, info: ValidationInfo) -> Any:
-        """Blank is None; a string is normalised (one call per field, not two: this is the hot path).
-        Anything else is left to the `str` check, which names what it got."""
-        if isinstance(v, str):
-            return _NORMALISERS[info.field_name](v) if v.strip() else None  # type: ignore[index]
-        return v
 
     @model_validator(mode="after")
     def _has_identifier(self) -> Person:

@@ -134,6 +134,17 @@ class Register:
                     return self._entries[pid]
         return None
 
+    def find_person(self, person: Any) -> RegisterEntry | None:
+        """`find` for an event's person (identifiers as attributes): the lookup every event makes."""
+        index = self._index
+        for kind in IDENTIFIER_KINDS:
+            value = getattr(person, kind)
+            if value:
+                pid = index.get((kind, value))
+                if pid is not None:
+                    return self._entries[pid]
+        return None
+
     def check_identifiers_free(self, identifiers: dict[str, str], person_id: str) -> None:
         """Refuse identifiers that already belong to someone else (same PNC, different NOMS...)."""
         for kind, value in identifiers.items():

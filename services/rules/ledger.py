@@ -34,8 +34,12 @@ class Decision:
         self.register_changes += other.register_changes
 
 
+# Most events are about someone not on the register: one shared, empty decision for them (read, never changed).
+_NOT_ON_REGISTER = Decision(ignored="not-on-register")
+
+
 def _note(o: Obligation, at: datetime, what: str) -> None:
-    o.history.append(HistoryEntry(at=at, what=what))
+    o.history.append(HistoryEntry.model_construct(at=at, what=what))  # our own values: nothing to validate
 
 
 def membership_start(entry: RegisterEntry, period: Period) -> date:
@@ -89,9 +93,9 @@ class Ledger:
         etype: str = event.type  # type: ignore[attr-defined]
         if etype.startswith("register."):
             return self._register_event(event, received_at)
-        entry = self.register.find(event.person.identifiers())
+        entry = self.register.find_person(event.person)
         if entry is None:
-            return Decision(ignored="not-on-register")
+            return _NOT_ON_REGISTER
         day = cal.london_date(event.occurred_at)
         period = entry.period_at(day)
         if period is None:

@@ -109,6 +109,26 @@ def test_received_reasons_map_to_reception(feed: str, reason: str, code: str | N
     assert e.source == f"HMPPS:{feed}"
 
 
+
+def _revalidates(e: Any) -> None:
+    """Movements are constructed without a second validation: the canonical model must agree with them."""
+    again = type(e).model_validate(e.model_dump())
+    assert again == e
+    assert type(e).model_validate_json(e.model_dump_json()) == e
+
+
+@pytest.mark.parametrize(("feed", "reason", "code", "expected"), RECEIVED_ROWS)
+def test_constructed_receptions_are_valid_canonical_events(feed: str, reason: str, code: str | None,
+                                                          expected: str) -> None:
+    _revalidates(one(event(f"{feed}.prisoner.received", reason, code=code)))
+
+
+@pytest.mark.parametrize("feed", [POE, POS])
+@pytest.mark.parametrize("reason", ["RELEASED", "TEMPORARY_ABSENCE_RELEASE", "SENT_TO_COURT", "TRANSFERRED",
+                                    "RELEASED_TO_HOSPITAL"])
+def test_constructed_releases_are_valid_canonical_events(feed: str, reason: str) -> None:
+    _revalidates(one(event(f"{feed}.prisoner.released", reason, code="CR")))
+
 RELEASED_ROWS = [
     ("RELEASED", "released"),
     ("TEMPORARY_ABSENCE_RELEASE", "rotl"),

@@ -97,6 +97,8 @@ def test_every_sample_file_goes_through_without_crashing(path: Path) -> None:
         return
     assert len(out) == 1
     assert out[0].format in ("hmpps", "common-platform")
+    for e in out[0].events:  # whatever way an adapter built it, the canonical model agrees with it
+        assert type(e).model_validate_json(e.model_dump_json()) == e
 
 
 # --- HMPPS examples -----------------------------------------------------------------------------------

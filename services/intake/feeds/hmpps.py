@@ -67,7 +67,7 @@ from pydantic import ValidationError
 
 from services.intake.feeds import FeedResult, decode_json, digest, identifier_problem, parse_instant
 from shared.errors import InputRejected, problems_of
-from shared.events import EVENT_MODELS, Person
+from shared.events import EVENT_MODELS, Person, ReceptionData, ReleaseData
 from shared.identifiers import NORMALISERS
 
 FORMAT = "hmpps"
@@ -227,17 +227,28 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
     occurred_at = _occurred_at(event, prefix)
     prison_id = _prison_id(info, prefix)
     person, key = _person(event, info, prefix, res, required=True)
-    model = _RECEPTION if received else _RELEASE
     assert person is not None  # required: _person rejected the event otherwise
+    event_id = "hmpps:" + digest(event_type, occurred_at.astimezone(UTC).isoformat(), key, feed_reason)
+    validated = _validated_person(person)
+    if isinstance(validated, Person):
+        # Every field is checked above or comes from a closed table (the prison code by _PRISON_ID, the reason
+        # from the reason maps, the instant with its offset, the person validated): the movement, the most
+        # frequent event there is, is constructed without a second validation. A test holds this invariant.
+        model, data = (_RECEPTION, ReceptionData) if received else (_RELEASE, ReleaseData)
+        res.events.append(model.model_construct(
+            id=event_id, type="prison.reception" if received else "prison.release", occurred_at=occurred_at,
+            source=_source(event_type), person=validated,
+            data=data.model_construct(prison_id=prison_id, reason=reason)))
+        return
     _emit(
         res,
-        model,
+        _RECEPTION if received else _RELEASE,
         {
-            "id": "hmpps:" + digest(event_type, occurred_at.astimezone(UTC).isoformat(), key, feed_reason),
+            "id": event_id,
             "type": "prison.reception" if received else "prison.release",
             "occurred_at": occurred_at,
             "source": _source(event_type),
-            "person": _validated_person(person),
+            "person": validated,
             "data": {"prison_id": prison_id, "reason": reason},
         },
         prefix,
@@ -428,26 +439,49 @@ def _date(value: Any) -> date | None:
         return None
 
 
-def _identifier_candidates(
-    event: dict[str, Any], info: dict[str, Any], prefix: str
-) -> list[tuple[str, Any, str]]:
-    out: list[tuple[str, Any, str]] = []
-    if "nomsNumber" in info and info["nomsNumber"] not in (None, ""):
-        out.append(("noms", info["nomsNumber"], f"{prefix}additionalInformation.nomsNumber"))
+def _identifier_candidates(event: dict[str, Any], info: dict[str, Any]) -> list[tuple[str, Any, int]]:
+    """(kind, raw value, where) for every identifier the event names; `where` is -1 for
+    additionalInformation.nomsNumber, else the index in personReference.identifiers (see `_where`)."""
+    out: list[tuple[str, Any, int]] = []
+    noms = info.get("nomsNumber")
+    if noms is not None and noms != "":
+        out.append(("noms", noms, -1))
     ref = event.get("personReference")
-    ids = ref.get("identifiers") if isinstance(ref, dict) else None
-    if isinstance(ids, list):
+    ids = ref.get("identifiers") if type(ref) is dict else None
+    if type(ids) is list:
         for i, item in enumerate(ids[:MAX_IDENTIFIERS]):
-            if not isinstance(item, dict):
+            if type(item) is not dict:
                 continue
             kind_raw = item.get("type")
-            if not isinstance(kind_raw, str) or len(kind_raw) > 40:
+            if type(kind_raw) is not str:
                 continue
-            kind = IDENTIFIER_TYPES.get(_NOT_LETTERS.sub("", kind_raw.lower()))
-            if kind is None or item.get("value") in (None, ""):
+            kind = _identifier_kind(kind_raw)
+            value = item.get("value")
+            if kind is None or value is None or value == "":
                 continue  # unknown identifier types are normal
-            out.append((kind, item.get("value"), f"{prefix}personReference.identifiers[{i}].value"))
+            out.append((kind, value, i))
     return out
+
+
+_KINDS_SEEN: dict[str, str | None] = {}
+
+
+def _identifier_kind(kind_raw: str) -> str | None:
+    """`NOMS`, `nomsNumber`, `PNC ID` ... -> noms / pnc ...; remembered (a feed uses a handful of spellings)."""
+    try:
+        return _KINDS_SEEN[kind_raw]
+    except KeyError:
+        pass
+    kind = IDENTIFIER_TYPES.get(_NOT_LETTERS.sub("", kind_raw.lower())) if len(kind_raw) <= 40 else None
+    if len(_KINDS_SEEN) < 1000:  # bounded: the spellings come from the sender
+        _KINDS_SEEN[kind_raw] = kind
+    return kind
+
+
+def _where(prefix: str, index: int) -> str:
+    if index < 0:
+        return f"{prefix}additionalInformation.nomsNumber"
+    return f"{prefix}personReference.identifiers[{index}].value"
 
 
 def _person(
@@ -460,23 +494,23 @@ def _person(
     found: dict[str, str] = {}
     seen_raw: dict[str, str] = {}  # raw value -> kind already normalised (the same NOMS twice is common)
     rejected: list[dict[str, str]] = []
-    for kind, raw, where in _identifier_candidates(event, info, prefix):
-        if not isinstance(raw, str):
-            rejected.append({"field": where, "problem": "must be a string"})
+    for kind, raw, where in _identifier_candidates(event, info):
+        if type(raw) is not str:
+            rejected.append({"field": _where(prefix, where), "problem": "must be a string"})
             continue
         if seen_raw.get(raw) == kind:
             continue
         try:
             value = NORMALISERS[kind](raw)
         except ValueError as exc:
-            rejected.append({"field": where, "problem": identifier_problem(exc, raw)})
+            rejected.append({"field": _where(prefix, where), "problem": identifier_problem(exc, raw)})
             continue
         seen_raw[raw] = kind
         if kind not in found:
             found[kind] = value
         elif found[kind] != value:
             res.problem(
-                where, f"differs from the {kind} number given earlier in the event; the first is used"
+                _where(prefix, where), f"differs from the {kind} number given earlier in the event; the first is used"
             )
     if not found and required:
         problems = rejected or [
@@ -494,7 +528,7 @@ def _person(
 
 
 _PERSONS: dict[tuple[tuple[str, str], ...], Person] = {}  # validated (frozen) Persons by their identifiers
-_PERSONS_MAX = 1 << 17
+_PERSONS_MAX = 1 << 19
 
 
 def _validated_person(found: dict[str, str]) -> Person | dict[str, str]:
