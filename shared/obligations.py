@@ -74,7 +74,7 @@ class Obligation(BaseModel):
         """The mail server accepted the message: `notified`, or `breached` when it was after notify_by."""
         self.notified_at = at
         self.status = "breached" if at > self.notify_by else "notified"
-        self.history.append(HistoryEntry.model_construct(
+        self.history.append(HistoryEntry(
             at=at, what="accepted by the mail server" + (" after its deadline" if self.status == "breached" else "")))
 
     def record_failure(self, at: datetime, why: str) -> None:

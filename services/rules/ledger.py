@@ -39,7 +39,7 @@ _NOT_ON_REGISTER = Decision(ignored="not-on-register")
 
 
 def _note(o: Obligation, at: datetime, what: str) -> None:
-    o.history.append(HistoryEntry.model_construct(at=at, what=what))  # our own values: nothing to validate
+    o.history.append(HistoryEntry(at=at, what=what))
 
 
 def membership_start(entry: RegisterEntry, period: Period) -> date:

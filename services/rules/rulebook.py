@@ -266,7 +266,7 @@ class RuleBook:
         person = None
         if entry is not None:
             p = event.person if event else None
-            person = PersonRef.model_construct(
+            person = PersonRef(
                 person_id=entry.person_id,
                 pnc=entry.identifiers.get("pnc") or (p.pnc if p else None),
                 cro=entry.identifiers.get("cro") or (p.cro if p else None),
@@ -276,9 +276,7 @@ class RuleBook:
                 family_name=entry.family_name or (p.family_name if p else None),
                 date_of_birth=entry.date_of_birth or (p.date_of_birth if p else None),
             )
-        # Built from values computed here (the register's, the event's as validated, the rule's instants), not
-        # from input: constructed without validating again. Every consumer validates the record it reads.
-        return Obligation.model_construct(
+        return Obligation(
             obligation_id=identity or self.identity(cand, entry, bcu),
             rule=cand.rule,
             source_paragraph=spec.source,

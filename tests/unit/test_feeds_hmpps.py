@@ -111,14 +111,14 @@ def test_received_reasons_map_to_reception(feed: str, reason: str, code: str | N
 
 
 def _revalidates(e: Any) -> None:
-    """Movements are constructed without a second validation: the canonical model must agree with them."""
+    """What the adapter emits survives a round trip through the canonical model unchanged."""
     again = type(e).model_validate(e.model_dump())
     assert again == e
     assert type(e).model_validate_json(e.model_dump_json()) == e
 
 
 @pytest.mark.parametrize(("feed", "reason", "code", "expected"), RECEIVED_ROWS)
-def test_constructed_receptions_are_valid_canonical_events(feed: str, reason: str, code: str | None,
+def test_translated_receptions_round_trip_through_the_canonical_model(feed: str, reason: str, code: str | None,
                                                           expected: str) -> None:
     _revalidates(one(event(f"{feed}.prisoner.received", reason, code=code)))
 
@@ -126,7 +126,7 @@ def test_constructed_receptions_are_valid_canonical_events(feed: str, reason: st
 @pytest.mark.parametrize("feed", [POE, POS])
 @pytest.mark.parametrize("reason", ["RELEASED", "TEMPORARY_ABSENCE_RELEASE", "SENT_TO_COURT", "TRANSFERRED",
                                     "RELEASED_TO_HOSPITAL"])
-def test_constructed_releases_are_valid_canonical_events(feed: str, reason: str) -> None:
+def test_translated_releases_round_trip_through_the_canonical_model(feed: str, reason: str) -> None:
     _revalidates(one(event(f"{feed}.prisoner.released", reason, code="CR")))
 
 RELEASED_ROWS = [

@@ -97,7 +97,7 @@ def test_every_sample_file_goes_through_without_crashing(path: Path) -> None:
         return
     assert len(out) == 1
     assert out[0].format in ("hmpps", "common-platform")
-    for e in out[0].events:  # whatever way an adapter built it, the canonical model agrees with it
+    for e in out[0].events:  # what an adapter emits round-trips through the canonical model unchanged
         assert type(e).model_validate_json(e.model_dump_json()) == e
 
 

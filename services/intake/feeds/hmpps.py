@@ -67,7 +67,7 @@ from pydantic import ValidationError
 
 from services.intake.feeds import FeedResult, decode_json, digest, identifier_problem, parse_instant
 from shared.errors import InputRejected, problems_of
-from shared.events import EVENT_MODELS, Person, ReceptionData, ReleaseData
+from shared.events import EVENT_MODELS, Person
 from shared.identifiers import NORMALISERS
 
 FORMAT = "hmpps"
@@ -230,16 +230,6 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
     assert person is not None  # required: _person rejected the event otherwise
     event_id = "hmpps:" + digest(event_type, occurred_at.astimezone(UTC).isoformat(), key, feed_reason)
     validated = _validated_person(person)
-    if isinstance(validated, Person):
-        # Every field is checked above or comes from a closed table (the prison code by _PRISON_ID, the reason
-        # from the reason maps, the instant with its offset, the person validated): the movement, the most
-        # frequent event there is, is constructed without a second validation. A test holds this invariant.
-        model, data = (_RECEPTION, ReceptionData) if received else (_RELEASE, ReleaseData)
-        res.events.append(model.model_construct(
-            id=event_id, type="prison.reception" if received else "prison.release", occurred_at=occurred_at,
-            source=_source(event_type), person=validated,
-            data=data.model_construct(prison_id=prison_id, reason=reason)))
-        return
     _emit(
         res,
         _RECEPTION if received else _RELEASE,
