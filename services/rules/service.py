@@ -60,11 +60,31 @@ class RulesService:
             decoder=records_as_they_are,
         )(self.on_events)
         self._pending: list[asyncio.Future[Any]] = []
+        self._stale = False  # a publish failed: the ledger knows more than Kafka does
 
     async def load_state(self) -> None:
         """Materialise the register and the obligations from their compacted topics, then start timers."""
         await self.sink.start()
-        self.directory = directory = DirectoryHolder(self.settings.directory_file)
+        self.directory = DirectoryHolder(self.settings.directory_file)
+        ledger, imported = await self._materialise()
+        self.ledger = ledger
+        for entry in imported:
+            await self._publish_register(entry)
+        now = self.clock.now()
+        register = ledger.register
+        for entry in register.entries():
+            await self._publish(ledger.on_register_loaded(entry, now), now)
+        pending, self._pending = self._pending, []
+        await asyncio.gather(*pending)
+        self._register_metrics()
+        if self.settings.directory_reload_s > 0 and self._watch is None:
+            self._watch = asyncio.create_task(self._watch_directory(), name="ppo-rules-directory-watch")
+        log.info("rules ready", extra={"register_entries": len(register), "obligations": len(ledger.obligations)})
+        self.ready = True
+
+    async def _materialise(self) -> tuple[Ledger, list[RegisterEntry]]:
+        """A ledger holding what Kafka holds: the register and obligations topics read to their ends (the
+        register file imported when the topic is empty: those entries are returned, to be published)."""
         register = Register()
         for _, value in await read_to_end(self.settings, self.topics.register):
             if value:
@@ -76,49 +96,50 @@ class RulesService:
         if len(register) == 0 and self.settings.register_file is not None:
             register = Register.load(self.settings.register_file)
             imported = register.entries()
-        ledger = Ledger(RuleBook(register, directory, self.timings))  # type: ignore[arg-type]  # reads through
+        ledger = Ledger(RuleBook(register, self.directory, self.timings))  # type: ignore[arg-type]  # reads through
         for _, value in await read_to_end(self.settings, self.topics.obligations):
             if value:
                 try:
                     ledger.load(Obligation.model_validate_json(value))
                 except ValueError:  # a record no service wrote; the live consumer dead-letters it
                     metrics.EVENTS_IGNORED.labels(service="rules", reason="invalid-obligation-record").inc()
-        self.ledger = ledger
-        for entry in imported:
-            await self._publish_register(entry)
-        now = self.clock.now()
-        for entry in register.entries():
-            await self._publish(ledger.on_register_loaded(entry, now), now)
-        pending, self._pending = self._pending, []
-        await asyncio.gather(*pending)
-        self._register_metrics()
-        if self.settings.directory_reload_s > 0 and self._watch is None:
-            self._watch = asyncio.create_task(self._watch_directory(), name="ppo-rules-directory-watch")
-        log.info("rules ready", extra={"register_entries": len(register), "obligations": len(ledger.obligations)})
-        self.ready = True
+        return ledger, imported
 
     async def on_events(self, message: KafkaMessage) -> None:
         """One batch: evaluate each record, publish without waiting, then wait for every acknowledgement."""
         assert self.ledger is not None, "load_state() runs before the broker starts"
+        if self._stale:
+            # The last batch's records were not all acknowledged, but its events are in the ledger: read again,
+            # they would be duplicates and their obligations never published. Start again from what Kafka has.
+            self.ledger, _ = await self._materialise()
+            self._stale = False
+            log.warning("ledger rebuilt from Kafka after a failed publish",
+                        extra={"obligations": len(self.ledger.obligations)})
         records: tuple[Any, ...] = message.raw_message  # type: ignore[assignment]
         self._pending = []
-        for record in records:
-            try:
-                await self.evaluate(record.value or b"", _received_at_of(record.headers) or self.clock.now())
-            except KafkaError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - about this record only: park it with its reason
-                await dead_letter(self.broker, self.topics.dead_letter, "rules", record, exc)
-        pending, self._pending = self._pending, []
-        await asyncio.gather(*pending)  # a failed send raises: the batch is read again
+        try:
+            for record in records:
+                try:
+                    decision = self.evaluate(record.value or b"", _received_at_of(record.headers) or self.clock.now())
+                    if decision.raised or decision.cancelled or decision.register_changes or decision.graded_warrants:
+                        await self._publish(decision, self.clock.now())  # most events publish nothing: no await
+                except KafkaError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - about this record only: park it with its reason
+                    await dead_letter(self.broker, self.topics.dead_letter, "rules", record, exc)
+            pending, self._pending = self._pending, []
+            await asyncio.gather(*pending)  # a failed send raises: the batch is read again
+        except Exception:
+            self._stale = True
+            raise
 
-    async def evaluate(self, body: bytes, received_at: datetime) -> None:
+    def evaluate(self, body: bytes, received_at: datetime) -> Decision:
+        """One event through the ledger; what it decided, to publish. Invalid: raises, the caller dead-letters."""
         assert self.ledger is not None
         event = parse_event(body)  # invalid: dead-lettered by the caller, with the fields named
         decision = self.ledger.on_event(event, received_at)
         if decision.ignored:
             _ignored(decision.ignored.split(":")[0]).inc()
-        await self._publish(decision, self.clock.now())
         if decision.register_changes:
             self._register_metrics_soon()
         if decision.raised or decision.cancelled:
@@ -127,6 +148,7 @@ class RulesService:
                 "raised": [o.obligation_id for o in decision.raised],
                 "duplicates": len(decision.duplicates), "cancelled": [o.obligation_id for o in decision.cancelled],
             })
+        return decision
 
     async def _send(self, value: bytes, topic: str, key: bytes) -> None:
         """Hand a record to the producer; inside a batch, its acknowledgement is awaited at the batch's end."""
