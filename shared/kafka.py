@@ -312,8 +312,10 @@ class RecordSink:
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
+        # linger 0: a batch's records are handed over without yielding, so they are batched anyway, and the
+        # wait for their acknowledgements at the batch's end does not sit out a linger first.
         self._producer = AIOKafkaProducer(
-            client_id=self._client_id, acks="all", enable_idempotence=True, linger_ms=5,
+            client_id=self._client_id, acks="all", enable_idempotence=True, linger_ms=0,
             max_batch_size=256 * 1024, **client_kwargs(self._settings))
         await self._producer.start()
 

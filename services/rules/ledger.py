@@ -38,8 +38,11 @@ class Decision:
 _NOT_ON_REGISTER = Decision(ignored="not-on-register")
 
 
+_history_entry = HistoryEntry.__pydantic_validator__.validate_python  # HistoryEntry(...) less ~0.6 us of wrapper
+
+
 def _note(o: Obligation, at: datetime, what: str) -> None:
-    o.history.append(HistoryEntry(at=at, what=what))
+    o.history.append(_history_entry({"at": at, "what": what}))
 
 
 def membership_start(entry: RegisterEntry, period: Period) -> date:

@@ -454,7 +454,7 @@ class _Hearing:
             fields["id"] = "cp:" + digest(self.hearing_id, repr(key))
             fields["source"] = SOURCE
             try:
-                self.res.events.append(EVENT_MODELS[event_type].model_validate(fields))
+                self.res.events.append(EVENT_MODELS[event_type].__pydantic_validator__.validate_python(fields))
             except ValidationError as exc:  # not expected: a translated value the canonical model refuses
                 for p in problems_of(exc, f"{where} (translated) "):
                     self.res.problem(p["field"], p["problem"])

@@ -540,7 +540,7 @@ def _validated_person(found: dict[str, str]) -> Person | dict[str, str]:
 
 def _emit(res: FeedResult, model: Any, fields: dict[str, Any], prefix: str) -> None:
     try:
-        res.events.append(model.model_validate(fields))
+        res.events.append(model.__pydantic_validator__.validate_python(fields))  # model_validate less its wrapper
     except (
         ValidationError
     ) as exc:  # a translated value the canonical model refuses: say so, in canonical terms
