@@ -1,4 +1,4 @@
-"""`ppo-alerts`: run the services, simulate, manage the local Kafka."""
+"""`ppo-alerts`: run the services, simulate, manage the local Kafka, measure performance."""
 
 from __future__ import annotations
 
@@ -29,6 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = sub.add_parser("kafka", help="the local Apache Kafka used for development and tests")
     kafka.add_argument("args", nargs=argparse.REMAINDER)
+
+    bench = sub.add_parser(
+        "bench", help="measure throughput, latency and scale on a local Kafka and SMTP sink; write the report",
+        description="Every measurement of docs/performance.md in one run, on a local Kafka broker and SMTP sink it "
+                    "starts itself. Prints one line per figure; the last is `rules/raw-consumer ratio: 0.NN`.")
+    bench.add_argument("--quick", action="store_true",
+                       help="small sizes, under two minutes; writes .run/bench/performance-quick.md by default")
+    bench.add_argument("--output", help="where to write the report (default: docs/performance.md for a full run)")
+    bench.add_argument("--only", metavar="NAME,...",
+                       help="some of: rules, latency, simulation, scheduler, notifier (in that order)")
+    bench.add_argument("--kafka", metavar="BOOTSTRAP", help="use this running broker instead of starting one")
 
     scheduler = sub.add_parser("scheduler", help="the scheduler's job store")
     scheduler.add_argument("action", choices=("rebuild",),
@@ -67,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         from ppo_alerts.reports import main_report
 
         return main_report(args)
+    if args.command == "bench":
+        from ppo_alerts.bench.command import main_bench
+
+        return main_bench(args)
     if args.command == "scheduler":
         from services.scheduler.main import main_rebuild
 

@@ -1,69 +1,109 @@
-"""Throughput of `simulate`'s core: a synthetic national-scale year through SimulationEngine (no outbox).
+"""Synthetic data for the benchmarks, in one place: people with valid identifiers, registers, directories,
+canonical events for the live stack, a national-scale world for `simulate`, pending obligations for the
+scheduler and rendered emails for the notifier.
 
-Not a test. The world it builds:
-
-* a register of 100,000 people, about 16,000 of them PPOs today (the rest de-selected earlier), spread over
-  150 BCUs in 43 forces, every one with a valid PNC and NOMS number, some with a CRN;
-* 5,000,000 events over one year of virtual time, about 7% of them about a PPO (the rest about
-  de-selected people or people never on the register), in the formats intake accepts:
-  HMPPS receptions and releases (both feeds; the delayed feed often repeats the immediate one, half of
-  those SNS-wrapped), canonical warrants, court outcomes and sentences, release dates (some changed
-  later), arrests and intelligence, and a few Common Platform hearings.
-
-Events are generated in chunks outside the timed section, then fed to `SimulationEngine.feed` exactly as
-`ppo-alerts simulate` feeds a decoded line (full validation, the ledger, timers firing in virtual time;
-only the outbox is left out). It prints the events per second of the feeding alone, and the other phases.
-
-    .venv/bin/python bench/simulate_bench.py                 # the full year: 5,000,000 events, several minutes
-    .venv/bin/python bench/simulate_bench.py --events 200000 # a quick look (the register is still national)
-
-For scale: on a 2-vCPU AMD EPYC VM (Python 3.11), the full year fed at about 37,000 events/s (134 s of
-feeding, about 3 minutes in all with generating the events); before the rule book's hot path was worked on,
-about 14,000 events/s (20,000 per CPU second). About 60% of what is left is intake's translation and
-validation of each payload, which no event skips (see `--profile`).
-
-`--profile` runs it under pyinstrument (`.venv/bin/pip install pyinstrument`; not a project dependency)
-and prints where the time goes.
+Everything is generated from a seed, so two runs feed the same inputs.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import gc
 import json
 import random
-import sys
-import time
 from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import yaml
 
-from ppo_alerts.simulate import MessageSink, SimulationEngine, long_batch  # noqa: E402
-from shared.directory import Directory  # noqa: E402
-from shared.register import Register  # noqa: E402
+from shared.identifiers import check_letter
 
-CHECK = "ZABCDEFGHJKLMNPQRTUVWXY"
+__all__ = [
+    "DIRECTORY", "EventStream", "National", "SENDER", "canonical_events", "noms", "obligation_records",
+    "pnc", "rendered_emails", "write_reference",
+]
+
+SENDER = "ppo-alerts@notify.example.gov.uk"
+NOMS_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+# Ten BCUs with every role filled: every obligation has recipients (two for the immediate rules).
+DIRECTORY: dict[str, Any] = {
+    "recipient_domains": ["police.uk", "justice.gov.uk", "gov.uk"],
+    "bcus": {f"B{i:02d}": {"name": f"BCU {i}", "contacts": {
+        role: [f"{role}.{i}@force{i}.police.uk"] for role in ("ppo", "warrants", "coordinator", "escalation")
+    } | {"probation": [f"pp{i}@justice.gov.uk"], "yot": [f"yot{i}@council{i}.gov.uk"]}} for i in range(10)},
+}
+
+
+# --- identifiers -----------------------------------------------------------------------------------------------
+
+def pnc(serial: int, year: int = 2010) -> str:
+    """A PNC number (long form) with a valid check letter."""
+    return f"{year}/{serial:07d}{check_letter(int(f'{year % 100:02d}{serial:07d}'))}"
+
+
+def noms(i: int) -> str:
+    """A distinct, well-formed NOMS number for each i below 24 * 10,000 * 24."""
+    letters = NOMS_LETTERS
+    return f"{letters[i % 24]}{(i // 24) % 10000:04d}{letters[(i // 240000) % 24]}{letters[(i // 7) % 24]}"
+
+
+# --- the live stack: a register, a directory, mixed canonical events ---------------------------------------------
+
+def write_reference(folder: Path, people: int, ppo_share: float, today: date) -> tuple[Path, Path, list[int]]:
+    """A register where `ppo_share` of `people` are PPOs (selected 30 days ago, so no C1/C2 falls due) and the
+    directory; returns their paths and the PPOs' indices."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ppos = list(range(0, people, max(1, round(1 / ppo_share))))
+    rows = ["pnc,cro,noms,crn,given_name,family_name,date_of_birth,home_bcu,strand,selected_on,reason,deselected_on"]
+    selected = today - timedelta(days=30)
+    rows += [f"{pnc(i)},,{noms(i)},,G{i},F{i},1985-01-01,B{i % 10:02d},deter,{selected},bench," for i in ppos]
+    register = folder / "register.csv"
+    register.write_text("\n".join(rows) + "\n")
+    directory = folder / "directory.yaml"
+    directory.write_text(yaml.safe_dump(DIRECTORY))
+    return register, directory, ppos
+
+
+def canonical_events(n: int, people: int, ppos: list[int], ppo_share: float, now: datetime,
+                     seed: int = 1) -> list[dict[str, Any]]:
+    """Mixed canonical events (receptions, FTA warrants, bail decisions, arrests), about `ppo_share` of them
+    about a PPO. Ids are unique per seed."""
+    rnd = random.Random(seed)
+    ppo_set = set(ppos)
+    others = [i for i in range(people) if i not in ppo_set] or [people + 1]
+    out = []
+    for k in range(n):
+        i = rnd.choice(ppos) if rnd.random() < ppo_share else rnd.choice(others)
+        at = (now - timedelta(seconds=rnd.randint(1, 3600))).isoformat()
+        base = {"id": f"b-{seed}-{k}", "occurred_at": at, "source": "BENCH", "person": {"pnc": pnc(i), "noms": noms(i)}}
+        kind = k % 4
+        if kind == 0:
+            out.append({**base, "type": "prison.reception", "data": {"prison_id": f"P{k % 997}", "reason": "new"}})
+        elif kind == 1:
+            out.append({**base, "type": "warrant.issued",
+                        "data": {"warrant_id": f"W{seed}-{k}", "court_code": "B01AA00", "kind": "fta"}})
+        elif kind == 2:
+            out.append({**base, "type": "court.bail_decision",
+                        "data": {"court_code": f"B{k % 97:02d}AA00", "decision": "custody"}})
+        else:
+            out.append({**base, "type": "police.arrest", "data": {"force_code": "13"}})
+    return out
+
+
+# --- a national-scale year for `simulate` -------------------------------------------------------------------------
+
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 YEAR = timedelta(days=365)
 PRISONS = ("LEI", "WYI", "DUR", "HUL", "DRI", "MAN", "LIV", "BMI", "PVI", "WWI", "NMI", "HMI")
 COURTS = ("B13AA00", "B21AA00", "B01LY00", "C13AA00", "C21AA00", "B05KP00", "B20BL00", "C01CE00")
 
 
-def pnc(year: int, serial: int) -> str:
-    return f"{year}/{serial:07d}{CHECK[int(f'{year % 100:02d}{serial:07d}') % 23]}"
-
-
-def noms(i: int) -> str:
-    letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
-    return f"{letters[i % 24]}{(i // 24) % 10000:04d}{letters[(i // 240000) % 24]}{letters[(i // 7) % 24]}"
-
-
-class World:
-    """The register, the directory and the people events are about."""
+class National:
+    """The register (PPOs today and people de-selected earlier, over 150 BCUs in 43 forces), the directory,
+    and people never on the register."""
 
     def __init__(self, people: int, ppos: int, outsiders: int, seed: int) -> None:
         rnd = random.Random(seed)
@@ -75,7 +115,7 @@ class World:
         self.former: list[dict[str, str]] = []
         chosen = set(rnd.sample(range(people), ppos))
         for i in range(people):
-            ident = {"pnc": pnc(1980 + i % 40, 100000 + i), "noms": noms(i)}
+            ident = {"pnc": pnc(100000 + i, 1980 + i % 40), "noms": noms(i)}
             crn = f"X{i:06d}" if i % 3 == 0 else ""
             dob = date(1970, 1, 1) + timedelta(days=rnd.randrange(365 * 38))
             selected = date(2020, 1, 1) + timedelta(days=rnd.randrange(365 * 6))
@@ -91,7 +131,7 @@ class World:
             rows.append(f"{ident['pnc']},,{ident['noms']},{crn},Given{i},Family{i},{dob},"
                         f"{self.bcus[i % len(self.bcus)]},catch_and_convict,{selected},Core nominal,{deselected}")
         self.register_csv = "\n".join(rows) + "\n"
-        self.outsiders = [{"pnc": pnc(1980 + i % 40, 5000000 + i), "noms": noms(people + i)}
+        self.outsiders = [{"pnc": pnc(5000000 + i, 1980 + i % 40), "noms": noms(people + i)}
                           for i in range(outsiders)]
         self.directory = {
             "recipient_domains": ["police.uk", "justice.gov.uk", "gov.uk"],
@@ -107,9 +147,12 @@ class World:
 
 
 class EventStream:
-    """Decoded payloads, as `simulate` has them after reading a line: (at, body)."""
+    """Decoded payloads as `simulate` has them after reading a line, (at, body), in the formats intake accepts:
+    HMPPS receptions and releases (both feeds; the delayed feed often repeats the immediate one, half of those
+    SNS-wrapped), canonical warrants, court outcomes and sentences, release dates, arrests and intelligence, and a
+    few Common Platform hearings."""
 
-    def __init__(self, world: World, total: int, ppo_share: float, seed: int, span: timedelta = YEAR) -> None:
+    def __init__(self, world: National, total: int, ppo_share: float, seed: int, span: timedelta = YEAR) -> None:
         self.w = world
         self.total = total
         self.ppo_share = ppo_share
@@ -235,111 +278,49 @@ class EventStream:
         }}
 
 
-def run(events: int, people: int, ppos: int, ppo_share: float, chunk: int, seed: int,
-        span: timedelta = YEAR, gc_mode: str = "simulate") -> dict[str, Any]:
-    t0 = time.perf_counter()
-    world = World(people, ppos, outsiders=people * 2, seed=seed)
-    t_world = time.perf_counter() - t0
+# --- the scheduler: pending timed obligations --------------------------------------------------------------------
 
-    t0 = time.perf_counter()
-    register = Register.from_csv_text(world.register_csv, "bench register")
-    directory = Directory.from_mapping(world.directory, "bench directory")
-    t_load = time.perf_counter() - t0
-    with long_batch() if gc_mode == "simulate" else contextlib.nullcontext():  # as `simulate` runs
-        return _feed(world, register, directory, events, ppo_share, chunk, seed, span, t_world, t_load)
+def obligation_records(start: int, send_ats: Iterator[datetime] | list[datetime],
+                       now: datetime) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) records of pending A4 obligations (release in 28 days), one per send time, numbered from
+    `start`. Made from one validated Obligation and plain dicts, so a million of them cost seconds, not minutes,
+    and are never all in memory at once."""
+    from shared.obligations import Obligation
 
-
-def _feed(world: World, register: Register, directory: Directory, events: int, ppo_share: float, chunk: int,
-          seed: int, span: timedelta, t_world: float, t_load: float) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    engine = SimulationEngine(register, directory, START, sink=MessageSink())
-    t_init = time.perf_counter() - t0
-
-    stream = EventStream(world, events, ppo_share, seed + 1, span)
-    fed = 0
-    t_feed = 0.0
-    cpu_feed = 0.0
-    t_gen = 0.0
-    line = 0
-    report_every = max(1, events // 10)
-    next_report = report_every
-    while fed < events:
-        g0 = time.perf_counter()
-        batch = stream.chunk(chunk)
-        t_gen += time.perf_counter() - g0
-        if not batch:
-            break
-        f0, c0 = time.perf_counter(), time.process_time()
-        for at, body in batch:
-            line += 1
-            engine.feed(at, body, line)
-        t_feed += time.perf_counter() - f0
-        cpu_feed += time.process_time() - c0
-        fed += len(batch)
-        if fed >= next_report:
-            next_report += report_every
-            print(f"  {fed:>10,} events  {fed / t_feed:>10,.0f} events/s  virtual {engine.now:%Y-%m-%d}",
-                  file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    engine.advance(START + span)
-    t_drain = time.perf_counter() - t0
-    statuses: dict[str, int] = {}
-    for o in engine.ledger.obligations.values():
-        statuses[o.status] = statuses.get(o.status, 0) + 1
-    return {
-        "events": fed, "register": len(register), "ppos": len(world.ppo), "bcus": len(world.bcus),
-        "world_s": t_world, "load_s": t_load, "init_s": t_init, "generate_s": t_gen, "feed_s": t_feed,
-        "drain_s": t_drain, "events_per_s": fed / t_feed if t_feed else 0.0, "feed_cpu_s": cpu_feed,
-        "events_per_cpu_s": fed / cpu_feed if cpu_feed else 0.0,
-        "canonical_events": engine.events_in, "rejected": len(engine.rejected), "ignored": dict(engine.ignored),
-        "obligations": statuses,
-    }
+    template = Obligation(
+        obligation_id="A4-0", rule="A4", source_paragraph="001 §7.5, §2.3", person=None, bcu="B00",
+        recipients=["ppo.0@force0.police.uk", "pp0@justice.gov.uk"],
+        recipient_roles={"ppo.0@force0.police.uk": "ppo", "pp0@justice.gov.uk": "probation"},
+        send_at=now, notify_by=now + timedelta(minutes=15), raised_at=now,
+        facts={"release_date": "2027-01-01", "prison_id": "LEI", "rule_title": "release in 28 days"},
+        source_event_ids=["bench-0"], event_type="prison.release_date_set",
+    ).model_dump(mode="json")
+    for i, send_at in enumerate(send_ats, start=start):
+        oid = f"A4-{i:024x}"
+        record = dict(template, obligation_id=oid, send_at=send_at.isoformat(),
+                      notify_by=(send_at + timedelta(minutes=15)).isoformat(), source_event_ids=[f"bench-{i}"])
+        yield oid.encode(), json.dumps(record).encode()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=5_000_000, help="events to feed (default 5,000,000: minutes)")
-    parser.add_argument("--people", type=int, default=100_000, help="people on the register (default 100,000)")
-    parser.add_argument("--ppos", type=int, default=16_000, help="of whom PPOs today (default 16,000)")
-    parser.add_argument("--ppo-share", type=float, default=0.07, help="share of events about a PPO (default 0.07)")
-    parser.add_argument("--chunk", type=int, default=50_000, help="events generated per untimed chunk")
-    parser.add_argument("--days", type=int, default=365, help="virtual time the events span (default 365)")
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--gc", choices=("simulate", "default", "off"), default="simulate",
-                        help="the cyclic collector as `simulate` runs it (default), Python's defaults, or off")
-    parser.add_argument("--profile", action="store_true", help="run under pyinstrument and print the profile")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    if args.gc == "off":
-        gc.disable()
-    profiler = None
-    if args.profile:
-        try:
-            from pyinstrument import Profiler
-        except ImportError:
-            print("--profile needs pyinstrument: .venv/bin/pip install pyinstrument", file=sys.stderr)
-            return 2
-        profiler = Profiler(interval=0.0005)
-        profiler.start()
-    result = run(args.events, args.people, args.ppos, args.ppo_share, args.chunk, args.seed,
-                 timedelta(days=args.days), args.gc)
-    if profiler is not None:
-        profiler.stop()
-        print(profiler.output_text(unicode=True, color=False, show_all=False))
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return 0
-    print(f"register {result['register']:,} people ({result['ppos']:,} PPOs) in {result['bcus']} BCUs: "
-          f"loaded in {result['load_s']:.1f} s; engine start (C1/C2 timers) {result['init_s']:.1f} s")
-    print(f"fed {result['events']:,} events in {result['feed_s']:.1f} s: "
-          f"{result['events_per_s']:,.0f} events/s  (CPU time {result['feed_cpu_s']:.1f} s: "
-          f"{result['events_per_cpu_s']:,.0f} events per CPU second; generating the events took "
-          f"{result['generate_s']:.1f} s, untimed)")
-    print(f"drained the remaining timers in {result['drain_s']:.1f} s")
-    print(f"canonical events {result['canonical_events']:,}, rejected lines {result['rejected']:,}, "
-          f"obligations {sum(result['obligations'].values()):,} {result['obligations']}")
-    return 0
+# --- the notifier: rendered emails --------------------------------------------------------------------------------
+
+_RENDERED: list[tuple[EmailMessage, str]] = []
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def rendered_emails(n: int) -> list[tuple[EmailMessage, str]]:
+    """`n` real A1 notices, one recipient each, rendered beforehand (so a send measures SMTP only) and kept for the
+    next call."""
+    from ppo_alerts.render_examples import sample_now, sample_obligation
+    from services.notifier.render import Renderer
+
+    if len(_RENDERED) >= n:
+        return _RENDERED[:n]
+    renderer = Renderer()
+    o = sample_obligation("A1")
+    out = _RENDERED
+    for i in range(len(out), n):
+        recipient = f"officer{i}@westyorkshire.police.uk"
+        one = o.model_copy(update={"obligation_id": f"A1-bench-{i:06d}", "recipients": [recipient],
+                                   "recipient_roles": {recipient: "ppo"}})
+        out.append((renderer.render(one, recipient, "ppo", None, sample_now("A1")).to_email(SENDER), recipient))
+    return out[:n]
