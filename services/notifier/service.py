@@ -39,6 +39,8 @@ from shared.topics import Topics
 
 log = logging.getLogger("ppo.notifier")
 
+PARTITION_WORKERS = 3  # the partitions of the notifications topic (shared.kafka.ensure_topics)
+
 
 class NotifierService:
     def __init__(self, settings: Settings, broker: KafkaBroker, clock: Clock, pipeline: DeliveryPipeline) -> None:
@@ -55,6 +57,9 @@ class NotifierService:
         broker.subscriber(
             self.topics.notifications, group_id="ppo-notifier", auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,  # a Kafka error re-raised by the guard: read it again
+            # One consumer per partition, each in order: a request waits on fsyncs, acknowledgements and the
+            # mail server, so one at a time queued the rest (p99 over a second at 200 events/s, measured).
+            max_workers=PARTITION_WORKERS,
         )(dead_letter_guard("notifier", broker, self.topics.dead_letter, self.on_request))
         broker.subscriber(
             self.topics.escalations, group_id="ppo-notifier-escalations", auto_offset_reset="earliest",
