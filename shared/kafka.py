@@ -332,3 +332,17 @@ async def records_as_they_are(message: Any) -> None:
     `message.body`): FastStream's default batch decoder JSON-decodes every record and wraps each in a message
     object first, work the handlers never use (a third of the rules service's time per event, profiled)."""
     return None
+
+
+async def batch_as_it_is(records: tuple[Any, ...], parse_batch: Callable[..., Awaitable[Any]]) -> Any:
+    """Parser for batch subscribers whose handlers read the records themselves: FastStream's own decodes every
+    record's headers into a dict first (~4 µs a record, profiled in the rules service). The message is built as
+    FastStream builds it (same class, consumer for the commit), without that. Falls back to FastStream's."""
+    parser = getattr(parse_batch, "__self__", None)
+    msg_class = getattr(parser, "msg_class", None)
+    consumer = getattr(parser, "_consumer", None)
+    if not records or msg_class is None or consumer is None:
+        return await parse_batch(records)
+    first, last = records[0], records[-1]
+    return msg_class(raw_message=records, body=[r.value or b"" for r in records],
+                     message_id=f"{first.offset}-{last.offset}-{first.timestamp}", consumer=consumer)

@@ -27,7 +27,15 @@ from shared import metrics
 from shared.clock import Clock
 from shared.directory import DirectoryError, DirectoryHolder, missing_contacts
 from shared.events import parse_event
-from shared.kafka import RECEIVED_AT_HEADER, RecordSink, dead_letter, dumps, read_to_end, records_as_they_are
+from shared.kafka import (
+    RECEIVED_AT_HEADER,
+    RecordSink,
+    batch_as_it_is,
+    dead_letter,
+    dumps,
+    read_to_end,
+    records_as_they_are,
+)
 from shared.obligations import NotificationRequest, Obligation
 from shared.register import Register, RegisterEntry, RegisterError
 from shared.settings import Settings
@@ -57,7 +65,7 @@ class RulesService:
         broker.subscriber(
             self.topics.events, group_id="ppo-rules", auto_offset_reset="earliest", batch=True,
             max_records=RULES_BATCH, batch_timeout_ms=50, ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=records_as_they_are,
+            parser=batch_as_it_is, decoder=records_as_they_are,
         )(self.on_events)
         self._pending: list[asyncio.Future[Any]] = []
         self._stale = False  # a publish failed: the ledger knows more than Kafka does
