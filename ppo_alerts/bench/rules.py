@@ -37,6 +37,8 @@ class RatioResult:
     events: int
     raw_s: float  # seconds for the bare consumer to decode every record
     rules_s: float  # seconds for the rules service to evaluate and commit every record
+    validate_s: float = 0.0  # of which, measured alone on the same records: validating them (JSON bytes -> event)
+    ledger_s: float = 0.0  # and evaluating them against the register and the ledger
 
     @property
     def raw_per_s(self) -> float:
@@ -57,6 +59,12 @@ class RatioResult:
     @property
     def raw_us_per_event(self) -> float:
         return self.raw_s / self.events * 1e6
+
+    @property
+    def ceiling(self) -> float:
+        """The ratio if consuming, publishing and committing cost the rules service nothing beyond what they cost
+        the raw consumer: raw / (raw + validation + evaluation)."""
+        return self.raw_s / (self.raw_s + self.validate_s + self.ledger_s)
 
 
 async def fill_topic(bootstrap: str, topic: str, payloads: list[dict[str, Any]]) -> float:
@@ -175,8 +183,30 @@ async def measure_ratio(bootstrap: str, work: Path, n: int, people: int = PEOPLE
                         directory_reload_s=0, log_level="WARNING")
     topics = Topics(prefix)
     await ensure_topics(settings, topics)
-    await fill_topic(bootstrap, topics.events, canonical_events(n, people, ppos, ppo_share, now))
+    payloads = canonical_events(n, people, ppos, ppo_share, now)
+    await fill_topic(bootstrap, topics.events, payloads)
     log.info("topic filled", extra={"events": n})
     raw = await raw_consume(bootstrap, topics.events, n)
     rules = await rules_consume(settings, n)
-    return RatioResult(n, raw, rules)
+    validate_s, ledger_s = pure_costs(register, directory, payloads)
+    return RatioResult(n, raw, rules, validate_s, ledger_s)
+
+
+def pure_costs(register: Path, directory: Path, payloads: list[dict[str, Any]]) -> tuple[float, float]:
+    """Seconds to validate the records (from their JSON bytes) and to evaluate them, without Kafka: where the
+    rules service's time goes, next to the raw consumer's."""
+    from services.rules.ledger import Ledger
+    from services.rules.rulebook import RuleBook
+    from shared.directory import Directory
+    from shared.events import parse_event
+    from shared.register import Register
+
+    bodies = [json.dumps(p).encode() for p in payloads]
+    ledger = Ledger(RuleBook(Register.load(register), Directory.load(directory)))
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    events = [parse_event(b) for b in bodies]
+    t1 = time.perf_counter()
+    for e in events:
+        ledger.on_event(e, now)
+    return t1 - t0, time.perf_counter() - t1
