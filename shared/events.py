@@ -52,7 +52,7 @@ def _identifier_field(kind: str) -> Any:
     return Annotated[str | None, BeforeValidator(validate)]
 
 
-_SEEN_LIMIT = 1 << 19  # per kind; ~100 bytes an entry: the identifiers of half a million people
+_SEEN_LIMIT = 1 << 17  # per kind, ~100 bytes an entry
 _Pnc = _identifier_field("pnc")
 _Cro = _identifier_field("cro")
 _Noms = _identifier_field("noms")

@@ -30,7 +30,7 @@ def _full_year(two_digits: int, this_year: int) -> int:
 
 # The same identifiers arrive again and again (every event about a person names them): the normal forms are
 # memoised, bounded. Only successes are cached; a bad value raises (with its message) every time.
-_CACHE_SIZE = 1 << 19
+_CACHE_SIZE = 1 << 17
 
 
 def normalise_pnc(value: str, today: date | None = None) -> str:

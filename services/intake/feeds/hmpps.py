@@ -518,7 +518,7 @@ def _person(
 
 
 _PERSONS: dict[tuple[tuple[str, str], ...], Person] = {}  # validated (frozen) Persons by their identifiers
-_PERSONS_MAX = 1 << 19
+_PERSONS_MAX = 1 << 17
 
 
 def _validated_person(found: dict[str, str]) -> Person | dict[str, str]:
