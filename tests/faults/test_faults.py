@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from ppo_alerts.localkafka import LocalKafka
+from services.notifier.service import PARTITION_WORKERS
 from services.rules.rulebook import RULES
 from shared.kafka import read_to_end
 from shared.obligations import Obligation
@@ -194,9 +195,10 @@ def test_each_service_killed_mid_stream(run: Callable[..., Run]) -> None:
 
     r.drive({p: killer(v) for p, v in zip(points, victims, strict=True)})
     row = r.reconcile("SIGKILL", "each service killed and restarted at random moments")
-    # Only the residual window may duplicate: per notifier kill, the recipients of the request in hand (at most
-    # 3 here), and a duplicate carries the same Message-ID so the receiving side can drop it.
-    assert_clean(row, duplicate_window=3 * r.stack.kills["notifier"])
+    # Only the residual window may duplicate: per notifier kill, the recipients of the requests in hand (one per
+    # partition, at most 3 recipients each here), and a duplicate carries the same Message-ID so the receiving
+    # side can drop it.
+    assert_clean(row, duplicate_window=PARTITION_WORKERS * 3 * r.stack.kills["notifier"])
     assert all(len(ids) == 1 for ids in r.message_ids_of_duplicates())
 
 
@@ -284,7 +286,8 @@ This page is written by the fault-injection suite (`./scripts/faults`, tests/fau
   ledger; the notifier's send log makes each (obligation, recipient) one email.
 - **Residual duplicate window.** A crash after the mail server accepted a message and before the notifier's
   send log recorded it (one SQLite commit) resends that message on restart, with the same `Message-ID`
-  (derived from obligation and recipient), so a receiving system can drop it.
+  (derived from obligation and recipient), so a receiving system can drop it. The notifier has one request in
+  hand per partition of the notifications topic (three), so one crash can resend at most one message each.
 - **What survives what.** SIGKILL of any service: the uncommitted messages are redelivered; the scheduler's
   timers live in its SQLAlchemy job store and are rebuilt from the compacted obligations topic when the store
   is missing. Broker restart: producers and consumers reconnect; intake answers 503 (send again) while Kafka
