@@ -81,10 +81,18 @@ def obligations_at_risk(obligations: Iterable[Obligation], now: datetime,
     """Per rule, the pending obligations whose send time has come and whose notify-by is within `within` of
     `now` (or already passed): those a person should look at. A timed obligation still waiting for its send
     time is on schedule, not at risk."""
+    return _count_at_risk(((o.rule, o.send_at, o.notify_by) for o in obligations if o.status == "pending"), now,
+                          within)
+
+
+def _count_at_risk(pending: Iterable[tuple[str, datetime, datetime]], now: datetime,
+                   within: timedelta = AT_RISK_WITHIN) -> dict[str, int]:
+    """`obligations_at_risk` over (rule, send_at, notify_by) of pending obligations."""
     counts: dict[str, int] = {}
-    for o in obligations:
-        if o.status == "pending" and o.send_at <= now and o.notify_by <= now + within:
-            counts[o.rule] = counts.get(o.rule, 0) + 1
+    horizon = now + within
+    for rule, send_at, notify_by in pending:
+        if send_at <= now and notify_by <= horizon:
+            counts[rule] = counts.get(rule, 0) + 1
     return counts
 
 
@@ -93,7 +101,9 @@ class OpenObligations:
     topic calls `observe` with each), and the `ppo_obligations_at_risk` gauge computed from them."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, Obligation] = {}
+        # Only what the gauge needs of each pending obligation: a whole one is ~2 KB, and a scheduler can have
+        # a million pending.
+        self._pending: dict[str, tuple[str, datetime, datetime]] = {}
         self._version: dict[str, int] = {}  # obligation id -> length of the history last seen
         self._task: asyncio.Task[None] | None = None
 
@@ -108,12 +118,12 @@ class OpenObligations:
             return
         self._version[o.obligation_id] = version
         if o.status == "pending":
-            self._pending[o.obligation_id] = o
+            self._pending[o.obligation_id] = (o.rule, o.send_at, o.notify_by)
         else:
             self._pending.pop(o.obligation_id, None)
 
     def export(self, now: datetime) -> dict[str, int]:
-        counts = obligations_at_risk(self._pending.values(), now)
+        counts = _count_at_risk(self._pending.values(), now)
         for rule in {*RULE_IDS, *counts, *_AT_RISK_EXPORTED}:
             OBLIGATIONS_AT_RISK.labels(rule=rule).set(counts.get(rule, 0))
         _AT_RISK_EXPORTED.update(counts)
