@@ -43,7 +43,7 @@ from shared.topics import Topics
 
 log = logging.getLogger("ppo.rules")
 
-RULES_BATCH = 2000  # records per batch: large enough to amortise the wait for acknowledgements
+RULES_BATCH = 5000  # records per batch at most: large enough to amortise the wait for acknowledgements
 
 
 class RulesService:
@@ -67,7 +67,6 @@ class RulesService:
             max_records=RULES_BATCH, batch_timeout_ms=50, ack_policy=AckPolicy.NACK_ON_ERROR,
             parser=batch_as_it_is, decoder=records_as_they_are,
         )(self.on_events)
-        self._pending: list[asyncio.Future[Any]] = []
         self._stale = False  # a publish failed: the ledger knows more than Kafka does
 
     async def load_state(self) -> None:
@@ -82,8 +81,7 @@ class RulesService:
         register = ledger.register
         for entry in register.entries():
             await self._publish(ledger.on_register_loaded(entry, now), now)
-        pending, self._pending = self._pending, []
-        await asyncio.gather(*pending)
+        await asyncio.gather(*await self.sink.flush())
         self._register_metrics()
         if self.settings.directory_reload_s > 0 and self._watch is None:
             self._watch = asyncio.create_task(self._watch_directory(), name="ppo-rules-directory-watch")
@@ -124,7 +122,6 @@ class RulesService:
             log.warning("ledger rebuilt from Kafka after a failed publish",
                         extra={"obligations": len(self.ledger.obligations)})
         records: tuple[Any, ...] = message.raw_message  # type: ignore[assignment]
-        self._pending = []
         try:
             for record in records:
                 try:
@@ -135,9 +132,9 @@ class RulesService:
                     raise
                 except Exception as exc:  # noqa: BLE001 - about this record only: park it with its reason
                     await dead_letter(self.broker, self.topics.dead_letter, "rules", record, exc)
-            pending, self._pending = self._pending, []
-            await asyncio.gather(*pending)  # a failed send raises: the batch is read again
+            await asyncio.gather(*await self.sink.flush())  # a failed send raises: the batch is read again
         except Exception:
+            self.sink.discard()
             self._stale = True
             raise
 
@@ -159,8 +156,8 @@ class RulesService:
         return decision
 
     async def _send(self, value: bytes, topic: str, key: bytes) -> None:
-        """Hand a record to the producer; inside a batch, its acknowledgement is awaited at the batch's end."""
-        self._pending.append(await self.sink.send(topic, value, key))
+        """Queue a record; the batch's records are handed over together and acknowledged at the batch's end."""
+        await self.sink.add(topic, value, key)
 
     async def _publish(self, decision: Decision, now: datetime) -> None:
         t = self.topics

@@ -27,21 +27,24 @@ pytestmark = [pytest.mark.kafka]
 ALEX = {"pnc": "2006/0777001G", "noms": "G1234HJ"}  # on the register (tests/rulebook_fixtures.py)
 
 
-class FailingSends:
-    """Stands in for the sink's `send`: the next `failures` sends are not acknowledged (a broker timeout)."""
+class FailingFlush:
+    """Stands in for the sink's `flush`: the next `failures` flushes hand nothing over and are not acknowledged
+    (a broker timeout)."""
 
-    def __init__(self, send: Any, failures: int) -> None:
-        self.send = send
+    def __init__(self, sink: Any, failures: int) -> None:
+        self.sink = sink
+        self.flush = sink.flush
         self.failures = failures
         self.failed = 0
 
-    async def __call__(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def __call__(self) -> list[asyncio.Future[Any]]:
         if self.failed < self.failures:
             self.failed += 1
+            self.sink.discard()
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.set_exception(KafkaTimeoutError())
-            return future
-        return await self.send(topic, value, key)
+            return [future]
+        return await self.flush()
 
 
 async def a1_records(settings: Settings, noms: str, timeout: float) -> list[dict[str, Any]]:
@@ -77,8 +80,8 @@ async def test_obligations_of_a_batch_whose_publishing_failed_are_published_when
     running, rules = build_service("rules", settings, SystemClock())
     await running.start()
     try:
-        failing = FailingSends(rules.sink.send, failures=2)
-        rules.sink.send = failing  # after start-up: its own records went out
+        failing = FailingFlush(rules.sink, failures=1)
+        rules.sink.flush = failing  # after start-up: its own records went out
         producer = AIOKafkaProducer(**client_kwargs(settings))
         await producer.start()
         try:
@@ -91,6 +94,6 @@ async def test_obligations_of_a_batch_whose_publishing_failed_are_published_when
         found = await a1_records(settings, ALEX["noms"], timeout=45)
     finally:
         await running.stop()
-    assert failing.failed == 2, "the publish failure was not injected"
+    assert failing.failed == 1, "the publish failure was not injected"
     assert len(found) == 1, f"A1 expected once on the obligations topic, found {len(found)}"
     assert found[0]["source_event_ids"] == [event["id"]]
