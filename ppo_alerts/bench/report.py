@@ -198,7 +198,8 @@ def render(results: BenchResults, machine: Machine, kafka: str) -> str:
     add("## 2. End-to-end latency")
     add("")
     if r.latency:
-        add(f"Intake HTTP `POST /v1/events` → Kafka → rules → scheduler → notifier → SMTP accepted, at a steady rate "
+        add(f"Intake HTTP `POST /v1/events` → Kafka → rules → notifier → SMTP accepted (immediate notices: the rules "
+            "service asks the notifier itself; the scheduler runs beside them, watching deadlines), at a steady rate "
             f"for {s.latency_seconds:,.0f} s each. The four services run as separate processes (`python -m "
             f"ppo_alerts.cli run <service>` with their default settings: log level INFO to files, an SMTP pool of "
             f"2, intake's per-sender rate limit off); the load generator (plain HTTP/1.1 over {CONNECTIONS} keep-alive "
