@@ -76,3 +76,41 @@ async def forward_group(settings: Settings, group: str, offsets: Offsets) -> int
         return 0
     finally:
         await consumer.stop()
+
+
+async def read_since_committed(settings: Settings, topic: str, group: str,
+                               take: Callable[[list[bytes]], Awaitable[None]]) -> int:
+    """Every value of the topic after the group's committed offsets (from the beginning where it has none) up to
+    the end as of now, handed to `take` a fetch at a time; how many. The group's offsets are not moved."""
+    consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **client_kwargs(settings))
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return 0
+        consumer.assign(tps)
+        end: Offsets = await consumer.end_offsets(tps)
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+        remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
+        count = 0
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            values = [r.value for tp, records in batch.items() for r in records if r.value and r.offset < end[tp]]
+            if values:
+                count += len(values)
+                await take(values)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        return count
+    finally:
+        await consumer.stop()

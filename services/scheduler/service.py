@@ -57,7 +57,7 @@ from pydantic import ValidationError
 # imports the rules *service*.
 from services.rules.ledger import Ledger
 from services.rules.rulebook import RuleBook, RuleTimings
-from services.scheduler.catchup import forward_group, read_with_end_offsets
+from services.scheduler.catchup import forward_group, read_since_committed, read_with_end_offsets
 from services.scheduler.digest import digest_at, ppos_by_bcu
 from services.scheduler.registerview import RegisterView
 from services.scheduler.store import (
@@ -260,6 +260,10 @@ class SchedulerService:
             self.scheduler = scheduler
             _ACTIVE["scheduler"] = self
             await self._reconcile()
+            if not rebuilt:
+                # States published after the group's last commit (an instance killed between publishing "sent
+                # for delivery" and storing it) are taken before any job runs: else the timer fires again.
+                await self._catch_up_obligations()
             if not rebuilt:  # the store has every obligation's latest state: no need to read the topic again
                 after = ""
                 while page := await asyncio.to_thread(self.store.pending_page, after):
@@ -398,6 +402,19 @@ class SchedulerService:
             scheduler.remove_all_jobs()
         finally:
             scheduler.shutdown(wait=False)
+
+    async def _catch_up_obligations(self) -> None:
+        async def take(values: list[bytes]) -> None:
+            incoming = []
+            for value in values:
+                with suppress(ValidationError):  # the live consumer dead-letters it
+                    incoming.append(Obligation.model_validate_json(value))
+            if incoming:
+                self.track(incoming)  # in the loop, as the live consumer does: it moves jobs
+
+        taken = await read_since_committed(self.settings, self.topics.obligations, OBLIGATIONS_GROUP, take)
+        if taken:
+            log.info("obligation states taken before the timers start", extra={"records": taken})
 
     async def _reconcile(self) -> None:
         """Make the jobs match the store: add what is missing or moved, drop what has nothing to do, and keep the
