@@ -21,6 +21,30 @@ log = logging.getLogger("ppo.scheduler")
 Offsets = dict[TopicPartition, int]
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def _read_to(consumer: AIOKafkaConsumer, end: Offsets, take: Callable[[list[bytes]], Awaitable[None]]) -> int:
+    """From each assigned partition's position up to `end`, values handed to `take` a fetch at a time; how many."""
+    remaining = {tp for tp in end if await consumer.position(tp) < end[tp]}
+    count = 0
+    while remaining:
+        batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+        values = [r.value for tp, records in batch.items() for r in records if r.value and r.offset < end[tp]]
+        if values:
+            count += len(values)
+            await take(values)
+        for tp in list(remaining):
+            if await consumer.position(tp) >= end[tp]:
+                remaining.discard(tp)
+    return count
+
+
 async def read_with_end_offsets(settings: Settings, topic: str,
                                 take: Callable[[list[bytes]], Awaitable[None]]) -> Offsets:
     """Every value of the topic, from the beginning to its end as of now, handed to `take` a fetch at a time (in
@@ -28,25 +52,13 @@ async def read_with_end_offsets(settings: Settings, topic: str,
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await _partitions(consumer, topic)
         if not tps:
             return {}
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end: Offsets = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-            values = [r.value for tp, records in batch.items() for r in records if r.value and r.offset < end[tp]]
-            if values:
-                await take(values)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
+        await _read_to(consumer, end, take)
         return end
     finally:
         await consumer.stop()
@@ -85,11 +97,7 @@ async def read_since_committed(settings: Settings, topic: str, group: str,
     consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await _partitions(consumer, topic)
         if not tps:
             return 0
         consumer.assign(tps)
@@ -100,17 +108,6 @@ async def read_since_committed(settings: Settings, topic: str, group: str,
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, committed)
-        remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
-        count = 0
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-            values = [r.value for tp, records in batch.items() for r in records if r.value and r.offset < end[tp]]
-            if values:
-                count += len(values)
-                await take(values)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-        return count
+        return await _read_to(consumer, end, take)
     finally:
         await consumer.stop()
