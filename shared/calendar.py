@@ -32,7 +32,22 @@ def is_working_day(day: date) -> bool:
 
 
 def london_date(instant: datetime) -> date:
-    return instant.astimezone(LONDON).date()
+    """The London calendar date of an instant. Since 1970 London's offset from UTC has always been a whole
+    number of hours, changing on the hour, so the date is a function of the UTC hour: remembered per hour
+    (every event asks, and a zone conversion costs more than the look-up)."""
+    hour = instant.timestamp() // 3600.0
+    day = _LONDON_DAY_OF_HOUR.get(hour)
+    if day is None:
+        day = instant.astimezone(LONDON).date()
+        if hour >= 0:
+            if len(_LONDON_DAY_OF_HOUR) >= _LONDON_HOURS_KEPT:
+                _LONDON_DAY_OF_HOUR.clear()
+            _LONDON_DAY_OF_HOUR[hour] = day
+    return day
+
+
+_LONDON_DAY_OF_HOUR: dict[float, date] = {}
+_LONDON_HOURS_KEPT = 24 * 366 * 20
 
 
 def at_london(day: date, clock_time: time) -> datetime:

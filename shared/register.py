@@ -53,8 +53,8 @@ class RegisterEntry:
     periods: list[Period] = field(default_factory=list)
 
     def period_at(self, day: date) -> Period | None:
-        for p in self.periods:
-            if p.covers(day):
+        for p in self.periods:  # `covers`, inlined: every event about someone on the register asks this
+            if p.start <= day and (p.end is None or day < p.end):
                 return p
         return None
 
@@ -115,6 +115,8 @@ class Register:
     def __init__(self) -> None:
         self._entries: dict[str, RegisterEntry] = {}
         self._index: dict[tuple[str, str], str] = {}
+        # The same index split by kind, to entries: the lookup every event makes builds no key tuple.
+        self._by_kind: tuple[tuple[str, dict[str, RegisterEntry]], ...] = tuple((k, {}) for k in IDENTIFIER_KINDS)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -136,13 +138,12 @@ class Register:
 
     def find_person(self, person: Any) -> RegisterEntry | None:
         """`find` for an event's person (identifiers as attributes): the lookup every event makes."""
-        index = self._index
-        for kind in IDENTIFIER_KINDS:
+        for kind, index in self._by_kind:
             value = getattr(person, kind)
             if value:
-                pid = index.get((kind, value))
-                if pid is not None:
-                    return self._entries[pid]
+                entry = index.get(value)
+                if entry is not None:
+                    return entry
         return None
 
     def check_identifiers_free(self, identifiers: dict[str, str], person_id: str) -> None:
@@ -210,10 +211,13 @@ class Register:
         self.check_identifiers_free(entry.identifiers, entry.person_id)
         stale = [k for k, pid in self._index.items() if pid == entry.person_id] if entry.person_id in self._entries \
             else []
+        by_kind = dict(self._by_kind)
         for key in stale:
             del self._index[key]
+            del by_kind[key[0]][key[1]]
         for kind, value in entry.identifiers.items():
             self._index[(kind, value)] = entry.person_id
+            by_kind[kind][value] = entry
         self._entries[entry.person_id] = entry
 
     # --- changes (register.* events), effective from a London date ---------------------------------

@@ -19,9 +19,8 @@ the whole body is rejected, with every item's problems prefixed by its index (`[
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -54,8 +53,7 @@ _EXPECTED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Translation:
+class Translation(NamedTuple):  # a tuple: one is made per payload, and a frozen dataclass costs ~1 us to build
     format: str  # "canonical" | "hmpps" | "common-platform"
     events: list[EventBase]  # validated canonical events, possibly empty
     ignored: list[str]  # bounded-vocabulary reasons for what was accepted but not turned into an event
@@ -95,6 +93,8 @@ def translate(payload: Any, received_at: datetime) -> Translation:
 
 def translate_many(body: Any, received_at: datetime) -> list[Translation]:
     """A body holding one payload or a JSON array of them (decoded, or JSON text/bytes)."""
+    if type(body) is dict:  # the usual case
+        return [translate(body, received_at)]
     if isinstance(body, (str, bytes, bytearray)):
         body = decode_json(body, "(body)")
     if not isinstance(body, list):

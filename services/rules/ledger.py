@@ -34,8 +34,10 @@ class Decision:
         self.register_changes += other.register_changes
 
 
-# Most events are about someone not on the register: one shared, empty decision for them (read, never changed).
+# Most events are about someone not on the register, or no longer on it: one shared, empty decision for each
+# (returned by `on_event`, whose callers read decisions and never change them).
 _NOT_ON_REGISTER = Decision(ignored="not-on-register")
+_NOT_ON_REGISTER_AT_EVENT_TIME = Decision(ignored="not-on-register-at-event-time")
 
 
 _history_entry = HistoryEntry.__pydantic_validator__.validate_python  # HistoryEntry(...) less ~0.6 us of wrapper
@@ -104,7 +106,7 @@ class Ledger:
         if period is None:
             if etype == "prison.release_date_set":
                 return self._long_custody_release(entry, event, received_at)
-            return Decision(ignored="not-on-register-at-event-time")
+            return _NOT_ON_REGISTER_AT_EVENT_TIME
         decision = Decision()
         if etype in ("police.arrest", "police.intelligence"):
             decision.extend(self._activity_seen(entry, day, received_at))

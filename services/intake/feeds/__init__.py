@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +24,16 @@ MAX_JSON_CHARS = 20_000_000  # one JSON document decoded here (a request body, a
 MAX_INSTANT_CHARS = 64
 
 
-@dataclass
 class FeedResult:
-    events: list[EventBase] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-    problems: list[dict[str, str]] = field(default_factory=list)
-    _dropped_problems: int = 0
+    """What one payload gave. A plain class, not a dataclass with default factories: one is made per payload."""
+
+    __slots__ = ("events", "ignored", "problems", "_dropped_problems")
+
+    def __init__(self) -> None:
+        self.events: list[EventBase] = []
+        self.ignored: list[str] = []
+        self.problems: list[dict[str, str]] = []
+        self._dropped_problems = 0
 
     def problem(self, where: str, what: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -73,6 +76,14 @@ def identifier_problem(exc: ValueError, value: str) -> str:
 
 def parse_instant(value: Any) -> datetime:
     """An ISO 8601 date-time with an offset; ValueError with a message a person can act on otherwise."""
+    if type(value) is str and len(value) <= MAX_INSTANT_CHARS:  # the usual case, in one step
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # the checks below say why (or accept it once stripped)
+        else:
+            if instant.tzinfo is not None and instant.utcoffset() is not None:
+                return instant
     if not isinstance(value, str) or not value.strip():
         raise ValueError("required: an ISO 8601 date-time with offset, e.g. 2024-10-14T15:08:51+01:00")
     value = value.strip()

@@ -67,7 +67,7 @@ from pydantic import ValidationError
 
 from services.intake.feeds import FeedResult, decode_json, digest, identifier_problem, parse_instant
 from shared.errors import InputRejected, problems_of
-from shared.events import EVENT_MODELS, Person
+from shared.events import EVENT_MODELS, Person, ReceptionData, ReleaseData
 from shared.identifiers import NORMALISERS
 
 FORMAT = "hmpps"
@@ -229,7 +229,6 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
     person, key = _person(event, info, prefix, res, required=True)
     assert person is not None  # required: _person rejected the event otherwise
     event_id = "hmpps:" + digest(event_type, occurred_at.astimezone(UTC).isoformat(), key, feed_reason)
-    validated = _validated_person(person)
     _emit(
         res,
         _RECEPTION if received else _RELEASE,
@@ -238,11 +237,31 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
             "type": "prison.reception" if received else "prison.release",
             "occurred_at": occurred_at,
             "source": _source(event_type),
-            "person": validated,
-            "data": {"prison_id": prison_id, "reason": reason},
+            "person": _validated_person(person),
+            "data": _movement_data(received, prison_id, reason),
         },
         prefix,
     )
+
+
+_MOVEMENT_DATA: dict[tuple[bool, str, str], Any] = {}  # (received, prison, reason) -> the frozen data model
+
+
+def _movement_data(received: bool, prison_id: str, reason: str) -> Any:
+    """The `data` of a reception or release, validated once per (prison, reason): there are a few hundred
+    prisons and a dozen reasons, and the event model takes a validated instance as it is."""
+    key = (received, prison_id, reason)
+    found = _MOVEMENT_DATA.get(key)
+    if found is None:
+        model = ReceptionData if received else ReleaseData
+        try:
+            found = model.__pydantic_validator__.validate_python({"prison_id": prison_id, "reason": reason})
+        except ValidationError:
+            return {"prison_id": prison_id, "reason": reason}  # `_emit` says why, in canonical terms
+        if len(_MOVEMENT_DATA) >= 10_000:  # bounded: prison codes come from the sender
+            _MOVEMENT_DATA.clear()
+        _MOVEMENT_DATA[key] = found
+    return found
 
 
 def _hdc_activated(event: dict[str, Any], event_type: str, prefix: str, res: FeedResult) -> None:
@@ -361,7 +380,15 @@ def _ignored_reason(raw: Any, reason: str) -> str:
 
 
 def _source(event_type: str) -> str:
-    return "HMPPS:" + event_type.split(".", 1)[0][:90]
+    source = _SOURCES.get(event_type)
+    if source is None:
+        source = "HMPPS:" + event_type.split(".", 1)[0][:90]
+        if len(_SOURCES) < 1000:  # only mapped event types get here, but stay bounded
+            _SOURCES[event_type] = source
+    return source
+
+
+_SOURCES: dict[str, str] = {}
 
 
 def _info(event: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -387,10 +414,19 @@ def _occurred_at(event: dict[str, Any], prefix: str) -> datetime:
 
 def _clean_prison_id(info: dict[str, Any]) -> str | None:
     value = info.get("prisonId")
-    if not isinstance(value, str):
+    if type(value) is not str:
         return None
-    value = value.strip().upper()
-    return value if _PRISON_ID.match(value) else None
+    clean = _PRISON_IDS.get(value)
+    if clean is None:
+        clean = value.strip().upper()
+        if not _PRISON_ID.match(clean):
+            return None
+        if len(_PRISON_IDS) < 10_000:  # a few hundred prisons; bounded all the same
+            _PRISON_IDS[value] = clean
+    return clean
+
+
+_PRISON_IDS: dict[str, str] = {}  # prisonId as sent -> its clean form (valid ones only)
 
 
 def _prison_id(info: dict[str, Any], prefix: str) -> str:
@@ -439,16 +475,21 @@ def _identifier_candidates(event: dict[str, Any], info: dict[str, Any]) -> list[
     ref = event.get("personReference")
     ids = ref.get("identifiers") if type(ref) is dict else None
     if type(ids) is list:
-        for i, item in enumerate(ids[:MAX_IDENTIFIERS]):
+        kinds = _KINDS_SEEN
+        for i, item in enumerate(ids):
+            if i == MAX_IDENTIFIERS:
+                break
             if type(item) is not dict:
                 continue
             kind_raw = item.get("type")
             if type(kind_raw) is not str:
                 continue
-            kind = _identifier_kind(kind_raw)
-            value = item.get("value")
-            if kind is None or value is None or value == "":
+            kind = kinds[kind_raw] if kind_raw in kinds else _identifier_kind(kind_raw)
+            if kind is None:
                 continue  # unknown identifier types are normal
+            value = item.get("value")
+            if value is None or value == "":
+                continue
             out.append((kind, value, i))
     return out
 
