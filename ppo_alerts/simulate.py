@@ -180,19 +180,20 @@ class SimulationEngine:
             return
         ignored = self.ignored
         seen = self._seen_events
-        on_event = self.ledger.on_event
         for t in translations:
             for reason in t.ignored:
                 ignored[reason] = ignored.get(reason, 0) + 1
             for event in t.events:
-                if event.id in seen:
+                eid = event.id
+                if eid in seen:
                     ignored["duplicate-event-id"] = ignored.get("duplicate-event-id", 0) + 1
                     continue
-                seen.add(event.id)
+                seen.add(eid)
                 self.events_in += 1
-                decision = on_event(event, at)
-                if decision.ignored:
-                    ignored[decision.ignored] = ignored.get(decision.ignored, 0) + 1
+                decision = self.ledger.on_event(event, at)
+                why = decision.ignored
+                if why:
+                    ignored[why] = ignored.get(why, 0) + 1
                 if decision.raised:
                     self._apply(decision)
         if heap and heap[0][0] <= at:

@@ -28,31 +28,18 @@ class Strict(BaseModel):
 
 def _identifier_field(kind: str) -> Any:
     """Blank is None; a string is normalised; anything else is left to the `str` check, which names what it got.
-    A plain (no-info) validator per field with the normal forms remembered: this is the hot path of every
-    service, and the same identifiers arrive again and again."""
+    A plain (no-info) validator per field: this is the hot path of every service. The normalisers recognise
+    the normal form, as nearly every feed sends it, in one regular-expression match."""
     normalise = _NORMALISERS[kind]
-    seen: dict[str, str] = {}
 
     def validate(v: Any) -> Any:
         if type(v) is str:
-            normal = seen.get(v)
-            if normal is not None:
-                return normal
-            if not v.strip():
-                return None
-            normal = normalise(v)
-            if kind == "pnc" and normal[:4] != v.strip()[:4]:
-                return normal  # a two-digit year is read against today's year: not remembered
-            if len(seen) >= _SEEN_LIMIT:
-                seen.clear()
-            seen[v] = normal
-            return normal
+            return normalise(v) if v.strip() else None
         return v
 
     return Annotated[str | None, BeforeValidator(validate)]
 
 
-_SEEN_LIMIT = 1 << 17  # per kind, ~100 bytes an entry
 _Pnc = _identifier_field("pnc")
 _Cro = _identifier_field("cro")
 _Noms = _identifier_field("noms")

@@ -28,13 +28,21 @@ def _full_year(two_digits: int, this_year: int) -> int:
     return year if year <= this_year else year - 100
 
 
-# The same identifiers arrive again and again (every event about a person names them): the normal forms are
-# memoised, bounded. Only successes are cached; a bad value raises (with its message) every time.
+# Other forms (short years, lower case, stray spaces) are parsed in full and memoised, bounded; only successes
+# are cached: a bad value raises (with its message) every time.
 _CACHE_SIZE = 1 << 17
+
+
+# Normal forms, as nearly every feed already sends them: recognised and checked without the general parse.
+_PNC_NORMAL = re.compile(r"[0-9]{4}/[0-9]{7}[A-Z]")
+_NOMS_NORMAL = re.compile(r"[A-Z][0-9]{4}[A-Z]{2}")
+_CRN_NORMAL = re.compile(r"[A-Z][0-9]{6}")
 
 
 def normalise_pnc(value: str, today: date | None = None) -> str:
     """`2004/0012345D`, `04/12345D`, `20040012345D` -> `2004/0012345D`, check character verified."""
+    if _PNC_NORMAL.fullmatch(value) and CHECK_LETTERS[int(value[2:4] + value[5:12]) % 23] == value[12]:
+        return value
     normal, yy, serial, letter = _pnc_parts(value)
     if normal is not None:
         return normal
@@ -81,16 +89,28 @@ def normalise_cro(value: str) -> str:
     return normal
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
 def normalise_noms(value: str) -> str:
+    if _NOMS_NORMAL.fullmatch(value):
+        return value
+    return _normalise_noms(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _normalise_noms(value: str) -> str:
     raw = value.strip().upper()
     if not _NOMS.match(raw):
         raise ValueError(f"{value!r} is not a NOMS number (expected a letter, 4 digits, 2 letters, e.g. A1234BC)")
     return raw
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
 def normalise_crn(value: str) -> str:
+    if _CRN_NORMAL.fullmatch(value):
+        return value
+    return _normalise_crn(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _normalise_crn(value: str) -> str:
     raw = value.strip().upper()
     if not _CRN.match(raw):
         raise ValueError(f"{value!r} is not a CRN (expected a letter and 6 digits, e.g. X123456)")

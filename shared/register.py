@@ -116,7 +116,8 @@ class Register:
         self._entries: dict[str, RegisterEntry] = {}
         self._index: dict[tuple[str, str], str] = {}
         # The same index split by kind, to entries: the lookup every event makes builds no key tuple.
-        self._by_kind: tuple[tuple[str, dict[str, RegisterEntry]], ...] = tuple((k, {}) for k in IDENTIFIER_KINDS)
+        self._by_kind: dict[str, dict[str, RegisterEntry]] = {k: {} for k in IDENTIFIER_KINDS}
+        self._indexes = tuple(self._by_kind[k] for k in ("pnc", "cro", "noms", "crn"))  # find_person's order
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -137,14 +138,10 @@ class Register:
         return None
 
     def find_person(self, person: Any) -> RegisterEntry | None:
-        """`find` for an event's person (identifiers as attributes): the lookup every event makes."""
-        for kind, index in self._by_kind:
-            value = getattr(person, kind)
-            if value:
-                entry = index.get(value)
-                if entry is not None:
-                    return entry
-        return None
+        """`find` for an event's person (identifiers as attributes): the lookup every event makes, unrolled."""
+        by_pnc, by_cro, by_noms, by_crn = self._indexes
+        return ((person.pnc and by_pnc.get(person.pnc)) or (person.cro and by_cro.get(person.cro))
+                or (person.noms and by_noms.get(person.noms)) or (person.crn and by_crn.get(person.crn)) or None)
 
     def check_identifiers_free(self, identifiers: dict[str, str], person_id: str) -> None:
         """Refuse identifiers that already belong to someone else (same PNC, different NOMS...)."""
@@ -211,7 +208,7 @@ class Register:
         self.check_identifiers_free(entry.identifiers, entry.person_id)
         stale = [k for k, pid in self._index.items() if pid == entry.person_id] if entry.person_id in self._entries \
             else []
-        by_kind = dict(self._by_kind)
+        by_kind = self._by_kind
         for key in stale:
             del self._index[key]
             del by_kind[key[0]][key[1]]

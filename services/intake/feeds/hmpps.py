@@ -68,7 +68,7 @@ from pydantic import ValidationError
 from services.intake.feeds import FeedResult, decode_json, digest, identifier_problem, parse_instant
 from shared.errors import InputRejected, problems_of
 from shared.events import EVENT_MODELS, Person, ReceptionData, ReleaseData
-from shared.identifiers import NORMALISERS
+from shared.identifiers import NORMALISERS, normalise_noms
 
 FORMAT = "hmpps"
 
@@ -212,15 +212,11 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
     raw_reason = info.get("reason")
     feed_reason = raw_reason.strip().upper() if isinstance(raw_reason, str) else ""
     received = event_type in RECEIVED
-    if received:
-        if feed_reason in ADMISSIONS:
-            code = info.get("nomisMovementReasonCode")
-            code = code.strip().upper() if isinstance(code, str) else ""
-            reason = "recall" if code in RECALL_CODES else "remand" if code in REMAND_CODES else "new"
-        else:
-            reason = RECEPTION_REASONS.get(feed_reason, "")
-    else:
-        reason = RELEASE_REASONS.get(feed_reason, "")
+    reason = (RECEPTION_REASONS if received else RELEASE_REASONS).get(feed_reason)
+    if reason is None and received and feed_reason in ADMISSIONS:
+        code = info.get("nomisMovementReasonCode")
+        code = code.strip().upper() if isinstance(code, str) else ""
+        reason = "recall" if code in RECALL_CODES else "remand" if code in REMAND_CODES else "new"
     if not reason:
         res.ignored.append(_ignored_reason(raw_reason, feed_reason))
         return
@@ -228,15 +224,14 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
     prison_id = _prison_id(info, prefix)
     person, key = _person(event, info, prefix, res, required=True)
     assert person is not None  # required: _person rejected the event otherwise
-    event_id = "hmpps:" + digest(event_type, occurred_at.astimezone(UTC).isoformat(), key, feed_reason)
     _emit(
         res,
         _RECEPTION if received else _RELEASE,
         {
-            "id": event_id,
+            "id": "hmpps:" + digest(event_type, _utc_text(event, occurred_at), key, feed_reason),
             "type": "prison.reception" if received else "prison.release",
             "occurred_at": occurred_at,
-            "source": _source(event_type),
+            "source": _SOURCES.get(event_type) or _source(event_type),
             "person": _validated_person(person),
             "data": _movement_data(received, prison_id, reason),
         },
@@ -279,7 +274,7 @@ def _hdc_activated(event: dict[str, Any], event_type: str, prefix: str, res: Fee
         res,
         _RELEASE,
         {
-            "id": "hmpps:" + digest(event_type, occurred_at.astimezone(UTC).isoformat(), key, "hdc"),
+            "id": "hmpps:" + digest(event_type, _utc_text(event, occurred_at), key, "hdc"),
             "type": "prison.release",
             "occurred_at": occurred_at,
             "source": _source(event_type),
@@ -321,7 +316,7 @@ def _release_dates(event: dict[str, Any], event_type: str, prefix: str, res: Fee
     found, person_key = _person(event, info, prefix, res, required=True)
     assert found is not None  # required: _person rejected the event otherwise
     person = _validated_person(found)  # once, for every event made from this one
-    instant = occurred_at.astimezone(UTC).isoformat()
+    instant = _utc_text(event, occurred_at)
     source = _source(event_type)
     if stated:
         for key, kind, day in stated:
@@ -389,6 +384,18 @@ def _source(event_type: str) -> str:
 
 
 _SOURCES: dict[str, str] = {}
+
+# `occurredAt` as HMPPS publishes it when it is already what `isoformat()` of the UTC instant gives.
+_UTC_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?\+00:00")
+
+
+def _utc_text(event: dict[str, Any], instant: datetime) -> str:
+    """`instant` (the event's parsed `occurredAt`) in UTC as `isoformat()` writes it: a part of event ids, so
+    exactly that text. Usually the feed sent that very text, and formatting it again costs a microsecond."""
+    raw = event.get("occurredAt")
+    if type(raw) is str and _UTC_TEXT.fullmatch(raw) and raw[20:26] != "000000":
+        return raw
+    return instant.astimezone(UTC).isoformat()
 
 
 def _info(event: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -522,6 +529,18 @@ def _person(
 
     Rejects when `required` and none is usable; otherwise returns (None, "") and notes the problems.
     """
+    # The usual shape, in one step: `nomsNumber`, and that same NOMS as the one identifier of personReference.
+    noms = info.get("nomsNumber")
+    if type(noms) is str:
+        ref = event.get("personReference")
+        ids = ref.get("identifiers") if type(ref) is dict else None
+        if type(ids) is list and len(ids) == 1 and ids[0] == {"type": "NOMS", "value": noms}:
+            try:
+                value = normalise_noms(noms)
+            except ValueError:
+                pass  # reported below, where it is
+            else:
+                return {"noms": value}, value
     found: dict[str, str] = {}
     seen_raw: dict[str, str] = {}  # raw value -> kind already normalised (the same NOMS twice is common)
     rejected: list[dict[str, str]] = []
@@ -558,6 +577,7 @@ def _person(
     return found, found.get("noms") or next(iter(found.values()))
 
 
+_validate_person = Person.__pydantic_validator__.validate_python
 _PERSONS: dict[tuple[tuple[str, str], ...], Person] = {}  # validated (frozen) Persons by their identifiers
 _PERSONS_MAX = 1 << 17
 
@@ -570,7 +590,7 @@ def _validated_person(found: dict[str, str]) -> Person | dict[str, str]:
     person = _PERSONS.get(key)
     if person is None:
         try:
-            person = Person.model_validate(found)
+            person = _validate_person(found)
         except ValidationError:
             return found
         if len(_PERSONS) >= _PERSONS_MAX:
