@@ -33,20 +33,24 @@ def is_working_day(day: date) -> bool:
 
 def london_date(instant: datetime) -> date:
     """The London calendar date of an instant. Since 1970 London's offset from UTC has always been a whole
-    number of hours, changing on the hour, so the date is a function of the UTC hour: remembered per hour
-    (every event asks, and a zone conversion costs more than the look-up)."""
-    hour = instant.timestamp() // 3600.0
-    day = _LONDON_DAY_OF_HOUR.get(hour)
-    if day is None:
-        day = instant.astimezone(LONDON).date()
-        if hour >= 0:
-            if len(_LONDON_DAY_OF_HOUR) >= _LONDON_HOURS_KEPT:
-                _LONDON_DAY_OF_HOUR.clear()
-            _LONDON_DAY_OF_HOUR[hour] = day
-    return day
+    number of hours, changing on the hour, so the date is a function of the UTC hour: remembered per hour for
+    instants given in UTC, as nearly all are here (every event asks, and a zone conversion costs more)."""
+    if instant.utcoffset() == _NO_OFFSET:
+        hour = instant.toordinal() * 24 + instant.hour
+        day = _LONDON_DAY_OF_HOUR.get(hour)
+        if day is None:
+            day = instant.astimezone(LONDON).date()
+            if hour >= _FIRST_HOUR_KEPT:
+                if len(_LONDON_DAY_OF_HOUR) >= _LONDON_HOURS_KEPT:
+                    _LONDON_DAY_OF_HOUR.clear()
+                _LONDON_DAY_OF_HOUR[hour] = day
+        return day
+    return instant.astimezone(LONDON).date()
 
 
-_LONDON_DAY_OF_HOUR: dict[float, date] = {}
+_NO_OFFSET = timedelta(0)
+_LONDON_DAY_OF_HOUR: dict[int, date] = {}  # UTC hour (days since 0001-01-01 x 24 + hour) -> London date
+_FIRST_HOUR_KEPT = date(1972, 1, 1).toordinal() * 24
 _LONDON_HOURS_KEPT = 24 * 366 * 20
 
 

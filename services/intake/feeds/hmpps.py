@@ -78,6 +78,7 @@ RECEIVED = frozenset(
 RELEASED = frozenset(
     {"prison-offender-events.prisoner.released", "prisoner-offender-search.prisoner.released"}
 )
+MOVEMENTS = RECEIVED | RELEASED
 RELEASE_DATES = frozenset(
     {"calculate-release-dates.prisoner.changed", "prison-offender-events.prisoner.sentence-dates-changed"}
 )
@@ -182,7 +183,7 @@ def unwrap(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 def translate(payload: dict[str, Any], received_at: datetime) -> FeedResult:
     """One HMPPS domain event, bare or SNS-wrapped."""
-    event, prefix = unwrap(payload)
+    event, prefix = unwrap(payload) if is_sns_notification(payload) else (payload, "")
     raw_type = event.get("eventType")
     event_type = raw_type.strip() if isinstance(raw_type, str) else ""  # however long: unknown, not invalid
     if not event_type:
@@ -191,7 +192,7 @@ def translate(payload: dict[str, Any], received_at: datetime) -> FeedResult:
             [{"field": f"{prefix}eventType", "problem": "required: a non-empty string"}],
         )
     res = FeedResult()
-    if event_type in RECEIVED or event_type in RELEASED:
+    if event_type in MOVEMENTS:
         _movement(event, event_type, prefix, res)
     elif event_type in RELEASE_DATES:
         _release_dates(event, event_type, prefix, res)
@@ -201,14 +202,16 @@ def translate(payload: dict[str, Any], received_at: datetime) -> FeedResult:
         res.ignored.append("hmpps:event-type-not-mapped")
     else:
         res.ignored.append("hmpps:unknown-event-type")
-    return res.finish()
+    return res.finish() if res.problems else res
 
 
 # --- the mapped event types -------------------------------------------------------------------------
 
 
 def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResult) -> None:
-    info = _info(event, prefix)
+    info = event.get("additionalInformation")
+    if type(info) is not dict:
+        info = _info(event, prefix)
     raw_reason = info.get("reason")
     feed_reason = raw_reason.strip().upper() if isinstance(raw_reason, str) else ""
     received = event_type in RECEIVED
@@ -221,7 +224,10 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
         res.ignored.append(_ignored_reason(raw_reason, feed_reason))
         return
     occurred_at = _occurred_at(event, prefix)
-    prison_id = _prison_id(info, prefix)
+    raw_prison = info.get("prisonId")
+    prison_id = _PRISON_IDS.get(raw_prison) if type(raw_prison) is str else None
+    if prison_id is None:
+        prison_id = _prison_id(info, prefix)
     person, key = _person(event, info, prefix, res, required=True)
     assert person is not None  # required: _person rejected the event otherwise
     _emit(
