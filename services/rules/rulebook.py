@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared import calendar as cal
 from shared.directory import Directory
 from shared.events import EventBase
-from shared.obligations import Obligation, PersonRef, obligation_id
+from shared.obligations import Obligation, PersonRef, obligation_id, trusted_constructor
 from shared.register import Register, RegisterEntry, age_on
 
 
@@ -94,10 +94,12 @@ class Candidate:
     roles: tuple[str, ...] | None = None
 
 
-# The models' core validators, called with a dict: `Model(**fields)` adds ~0.6 us of Python to each (measured),
-# and every obligation raised goes through here.
-_obligation = Obligation.__pydantic_validator__.validate_python
-_person_ref = PersonRef.__pydantic_validator__.validate_python
+# Obligations are built here from a validated event, the register and the rule book's own timings: every value
+# already has its field's type, so they are constructed without a second validation (see trusted_constructor).
+_obligation = trusted_constructor(Obligation)
+_person_ref = trusted_constructor(PersonRef)
+_PERSON_REFS_KEPT = 1 << 16
+_PERSON_REF_FIELDS = ("person_id", "pnc", "cro", "noms", "crn", "given_name", "family_name", "date_of_birth")
 
 
 def _iso(value: Any) -> Any:
@@ -114,8 +116,9 @@ class RuleBook:
         self._immediate = timedelta(minutes=self.timings.immediate_minutes)
         # Deadlines depend only on a day (and the timings): worked out once per day, not once per event.
         self._instants: dict[tuple[str, date, int], datetime] = {}
-        self._addressed: dict[tuple[str | None, tuple[str, ...]], tuple[list[str], dict[str, str], list[str]]] = {}
+        self._addressed: dict[tuple[str | None, tuple[str, ...]], tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] = {}
         self._addressed_by: Directory | None = None
+        self._person_refs: dict[tuple[Any, ...], PersonRef] = {}  # one frozen PersonRef per person as known
         self._by_type: dict[str, Callable[[EventBase, datetime], Iterable[Candidate]]] = {
             "prison.reception": self._reception,
             "prison.release": self._release,
@@ -214,15 +217,23 @@ class RuleBook:
 
     def recipients(self, bcu: str | None, roles: Iterable[str], entry: RegisterEntry | None, day: date,
                    dob: date | None = None) -> tuple[list[str], dict[str, str], list[str]]:
-        real_roles = tuple(self.om_role(entry, day, dob) if role == "om" else role for role in roles)
+        addresses, by_address, missing = self._addressed_to(bcu, tuple(roles), entry, day, dob)
+        return list(addresses), dict(by_address), list(missing)  # the caller's to keep
+
+    def _addressed_to(self, bcu: str | None, roles: tuple[str, ...], entry: RegisterEntry | None, day: date,
+                      dob: date | None) -> tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]:
+        """(addresses, address -> role, roles without a contact), remembered per (BCU, roles): not to be changed."""
+        if "om" in roles:
+            om = self.om_role(entry, day, dob)
+            roles = tuple(om if role == "om" else role for role in roles)
         if self._addressed_by is not self.directory:  # a new directory: forget the old addresses
             self._addressed, self._addressed_by = {}, self.directory
-        key = (bcu, real_roles)
+        key = (bcu, roles)
         found = self._addressed.get(key)
         if found is None:
-            found = self._addressed[key] = self._address(bcu, real_roles)
-        addresses, by_address, missing = found
-        return list(addresses), dict(by_address), list(missing)  # the caller's to keep
+            addresses, by_address, missing = self._address(bcu, roles)
+            found = self._addressed[key] = (tuple(addresses), by_address, tuple(missing))
+        return found
 
     def _address(self, bcu: str | None, roles: tuple[str, ...]) -> tuple[list[str], dict[str, str], list[str]]:
         addresses: list[str] = []
@@ -256,7 +267,7 @@ class RuleBook:
         day = cal.london_date(event.occurred_at if event else received_at)
         dob = event.person.date_of_birth if event else None
         target_bcu = cand.recipients_bcu or bcu
-        recipients, roles, missing = self.recipients(target_bcu, cand.roles or spec.roles, entry, day, dob)
+        addresses, by_address, missing = self._addressed_to(target_bcu, cand.roles or spec.roles, entry, day, dob)
         facts: dict[str, Any] = {}
         if event is not None:
             # The data models are flat: their field values are what model_dump() would give, without the cost.
@@ -266,41 +277,53 @@ class RuleBook:
             facts.update({k: _iso(v) for k, v in cand.extra_facts.items()})
         facts["rule_title"] = spec.title
         if missing:
-            facts["missing_roles"] = missing
+            facts["missing_roles"] = list(missing)
         if entry is not None and event is not None and self.is_youth(entry, day, dob):
             facts["youth"] = True
-        person = None
-        if entry is not None:
-            p = event.person if event else None
-            person = _person_ref(dict(
-                person_id=entry.person_id,
-                pnc=entry.identifiers.get("pnc") or (p.pnc if p else None),
-                cro=entry.identifiers.get("cro") or (p.cro if p else None),
-                noms=entry.identifiers.get("noms") or (p.noms if p else None),
-                crn=entry.identifiers.get("crn") or (p.crn if p else None),
-                given_name=entry.given_name or (p.given_name if p else None),
-                family_name=entry.family_name or (p.family_name if p else None),
-                date_of_birth=entry.date_of_birth or (p.date_of_birth if p else None),
-            ))
-        return _obligation(dict(
-            obligation_id=identity or self.identity(cand, entry, bcu),
-            rule=cand.rule,
-            source_paragraph=spec.source,
-            person=person,
-            bcu=target_bcu,
-            recipients=recipients,
-            recipient_roles=roles,
-            send_at=cand.send_at,
-            notify_by=cand.notify_by,
-            action_due=cand.action_due,
-            grade=cand.grade,
-            status="pending",
-            source_event_ids=[event.id] if event else [],
-            raised_at=received_at,
-            occurred_at=event.occurred_at if event else None,
-            event_type=event.type if event else None,  # type: ignore[attr-defined]
-            facts=facts,
-        ))
+        return _obligation({
+            "obligation_id": identity or self.identity(cand, entry, bcu),
+            "rule": cand.rule,
+            "source_paragraph": spec.source,
+            "person": None if entry is None else self._person_ref(entry, event.person if event else None),
+            "bcu": target_bcu,
+            "recipients": list(addresses),
+            "recipient_roles": dict(by_address),
+            "send_at": cand.send_at,
+            "notify_by": cand.notify_by,
+            "action_due": cand.action_due,
+            "grade": cand.grade,
+            "status": "pending",
+            "notified_at": None,
+            "source_event_ids": [event.id] if event else [],
+            "raised_at": received_at,
+            "occurred_at": event.occurred_at if event else None,
+            "event_type": event.type if event else None,  # type: ignore[attr-defined]
+            "facts": facts,
+            "replaces": None,
+            "cancelled_reason": None,
+            "history": [],
+        })
+
+    def _person_ref(self, entry: RegisterEntry, p: Any) -> PersonRef:
+        """Who the obligation is about: the register's details, the event's where the register has none.
+        One frozen PersonRef per distinct set of details, shared by that person's obligations."""
+        ids = entry.identifiers
+        key = (
+            entry.person_id,
+            ids.get("pnc") or (p.pnc if p else None),
+            ids.get("cro") or (p.cro if p else None),
+            ids.get("noms") or (p.noms if p else None),
+            ids.get("crn") or (p.crn if p else None),
+            entry.given_name or (p.given_name if p else None),
+            entry.family_name or (p.family_name if p else None),
+            entry.date_of_birth or (p.date_of_birth if p else None),
+        )
+        found = self._person_refs.get(key)
+        if found is None:
+            if len(self._person_refs) >= _PERSON_REFS_KEPT:
+                self._person_refs.clear()
+            found = self._person_refs[key] = _person_ref(dict(zip(_PERSON_REF_FIELDS, key, strict=True)))
+        return found
 
     # --- rules, one small function per event type ----------------------------------------------------
 
