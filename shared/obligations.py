@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.trusted import trusted_constructor
 
 Status = Literal["pending", "notified", "acknowledged", "breached", "failed", "cancelled"]
 OPEN_STATUSES: frozenset[str] = frozenset({"pending"})
@@ -37,38 +38,6 @@ class HistoryEntry(BaseModel):
 
     at: AwareDatetime
     what: str
-
-
-M = TypeVar("M", bound=BaseModel)
-_object_setattr = object.__setattr__
-
-
-def trusted_constructor(model: type[M]) -> Callable[[dict[str, Any]], M]:
-    """A constructor, without validation, for values our own code has already given every field's type (the
-    rule book building an obligation from a validated event, the register and its own clock).
-
-    Why: an obligation is built rarely, between thousands of events, so the validator's code is cold each time;
-    measured in a national-scale simulation it cost ~50 us an obligation (6 us when warm), a third of all the
-    time. Input from outside (events, records read back from Kafka, API bodies) is always validated; tests
-    check that what is built here survives `model_validate(model_dump())` unchanged.
-
-    Every field must be given (checked: a missing one would otherwise surface far away). The instance is what
-    pydantic's own `model_construct` makes; all fields count as set, and one set of names is shared.
-    """
-    names = set(model.model_fields)
-    new = model.__new__
-
-    def construct(values: dict[str, Any]) -> M:
-        if values.keys() != names:
-            raise TypeError(f"{model.__name__}: fields {sorted(names ^ values.keys())} missing or unknown")
-        m = new(model)
-        _object_setattr(m, "__dict__", values)
-        _object_setattr(m, "__pydantic_fields_set__", names)  # pydantic adds assigned names: all are in it
-        _object_setattr(m, "__pydantic_extra__", None)
-        _object_setattr(m, "__pydantic_private__", None)
-        return m
-
-    return construct
 
 
 _history_entry = trusted_constructor(HistoryEntry)

@@ -29,7 +29,7 @@ class RegisterError(Exception):
     """A register file or change that cannot be applied; says which line and why."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: read for every event about someone on the register
 class Period:
     start: date
     end: date | None
@@ -43,7 +43,7 @@ class Period:
         return self.start <= day and (self.end is None or day < self.end)
 
 
-@dataclass
+@dataclass(slots=True)
 class RegisterEntry:
     person_id: str
     identifiers: dict[str, str]

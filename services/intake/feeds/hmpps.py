@@ -69,6 +69,7 @@ from services.intake.feeds import FeedResult, decode_json, digest, identifier_pr
 from shared.errors import InputRejected, problems_of
 from shared.events import EVENT_MODELS, Person, ReceptionData, ReleaseData
 from shared.identifiers import NORMALISERS, normalise_noms
+from shared.trusted import trusted_constructor
 
 FORMAT = "hmpps"
 
@@ -230,7 +231,7 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
         prison_id = _prison_id(info, prefix)
     person, key = _person(event, info, prefix, res, required=True)
     assert person is not None  # required: _person rejected the event otherwise
-    _emit(
+    _emit_built(
         res,
         _RECEPTION if received else _RELEASE,
         {
@@ -245,6 +246,7 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
     )
 
 
+_DATA_MODELS = (ReceptionData, ReleaseData)
 _MOVEMENT_DATA: dict[tuple[bool, str, str], Any] = {}  # (received, prison, reason) -> the frozen data model
 
 
@@ -276,7 +278,7 @@ def _hdc_activated(event: dict[str, Any], event_type: str, prefix: str, res: Fee
         res.ignored.append("hmpps:hdc-licence:no-prison-id")
         return
     occurred_at = _occurred_at(event, prefix)
-    _emit(
+    _emit_built(
         res,
         _RELEASE,
         {
@@ -285,7 +287,7 @@ def _hdc_activated(event: dict[str, Any], event_type: str, prefix: str, res: Fee
             "occurred_at": occurred_at,
             "source": _source(event_type),
             "person": _validated_person(person),
-            "data": {"prison_id": prison_id, "reason": "hdc"},
+            "data": _movement_data(False, prison_id, "hdc"),
         },
         prefix,
     )
@@ -583,26 +585,30 @@ def _person(
     return found, found.get("noms") or next(iter(found.values()))
 
 
-_validate_person = Person.__pydantic_validator__.validate_python
-_PERSONS: dict[tuple[tuple[str, str], ...], Person] = {}  # validated (frozen) Persons by their identifiers
-_PERSONS_MAX = 1 << 17
+_person_of = trusted_constructor(Person)
 
 
-def _validated_person(found: dict[str, str]) -> Person | dict[str, str]:
-    """The canonical Person for identifiers `_person` found, validated once per set of identifiers (Person is
-    frozen, and the event models take an instance as it is). Should it be refused, the dict is returned so
-    that `_emit` reports why in canonical terms."""
-    key = tuple(found.items())
-    person = _PERSONS.get(key)
-    if person is None:
-        try:
-            person = _validate_person(found)
-        except ValidationError:
-            return found
-        if len(_PERSONS) >= _PERSONS_MAX:
-            _PERSONS.clear()
-        _PERSONS[key] = person
-    return person
+def _validated_person(found: dict[str, str]) -> Person:
+    """The canonical Person for the identifiers `_person` found. Each was normalised by its kind's normaliser,
+    which is what Person's own field validators do, and there is at least one (`_person` rejects or returns
+    None otherwise): valid by construction, so it is not validated again."""
+    return _person_of({
+        "pnc": found.get("pnc"), "cro": found.get("cro"), "noms": found.get("noms"), "crn": found.get("crn"),
+        "given_name": None, "family_name": None, "date_of_birth": None,
+    })
+
+
+_BUILT = {model: trusted_constructor(model) for model in (_RECEPTION, _RELEASE)}
+
+
+def _emit_built(res: FeedResult, model: Any, fields: dict[str, Any], prefix: str) -> None:
+    """A reception or release made only of values this module checked itself (the id and source it wrote,
+    `occurredAt` parsed with its offset, a validated Person and data model): constructed as is. Anything else
+    goes through the canonical model's validator (`_emit`)."""
+    if type(fields["data"]) in _DATA_MODELS and type(fields["person"]) is Person:
+        res.events.append(_BUILT[model](fields))
+    else:
+        _emit(res, model, fields, prefix)
 
 
 def _emit(res: FeedResult, model: Any, fields: dict[str, Any], prefix: str) -> None:
