@@ -6,7 +6,7 @@ bank holidays straight from the `holidays` package, wall-clock times from `zonei
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -148,6 +148,24 @@ def test_nine_am_and_end_of_day_on_dst_change_days(day, nine_utc, eod_utc):
 def test_london_date_of_instants_near_midnight():
     assert cal.london_date(datetime(2026, 7, 1, 23, 30, tzinfo=UTC)) == date(2026, 7, 2)  # 00:30 BST
     assert cal.london_date(datetime(2026, 1, 1, 23, 30, tzinfo=UTC)) == date(2026, 1, 1)  # 23:30 GMT
+
+
+offsets = st.sampled_from([timedelta(0), timedelta(hours=1), timedelta(hours=-5), timedelta(hours=5, minutes=30),
+                            timedelta(hours=-9, minutes=-45)])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(instant=st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2100, 12, 31)), offset=offsets)
+@example(instant=datetime(2026, 3, 29, 0, 59, 59, 999999), offset=timedelta(0))  # the hour before BST
+@example(instant=datetime(2026, 3, 29, 1, 0), offset=timedelta(0))
+@example(instant=datetime(2026, 10, 24, 22, 59, 59), offset=timedelta(0))  # 23:59:59 BST
+@example(instant=datetime(2026, 10, 24, 23, 0), offset=timedelta(0))  # midnight BST
+@example(instant=datetime(2026, 10, 25, 0, 59, 59), offset=timedelta(0))  # 01:59:59 BST, the last BST second
+def test_london_date_is_the_date_on_a_london_clock(instant, offset):
+    # london_date remembers the London date per UTC hour; zoneinfo is the independent reading.
+    aware = instant.replace(tzinfo=timezone(offset))
+    assert cal.london_date(aware) == aware.astimezone(LONDON).date()
+    assert cal.london_date(aware) == aware.astimezone(LONDON).date()  # and again, from what it remembered
 
 
 # --- add_months --------------------------------------------------------------------------------------------

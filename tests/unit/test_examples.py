@@ -23,6 +23,7 @@ import pytest
 
 from ppo_alerts import cli
 from ppo_alerts.simulate import parse_instant, run
+from shared.obligations import Obligation
 
 ROOT = Path(__file__).resolve().parents[2]
 OURS = ROOT / "tests" / "examples"
@@ -149,7 +150,11 @@ def check(d: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
         if rc != 0 and "gmail.com" in msg and "Traceback" not in msg:
             return []
         return [f"bad directory not refused clearly (rc={rc}): {msg.strip()[-150:]}"]
-    run(d / "register.csv", d / "directory.yaml", d / "events.jsonl", parse_instant(exp["until"], "until"), out)
+    engine = run(d / "register.csv", d / "directory.yaml", d / "events.jsonl", parse_instant(exp["until"], "until"),
+                 out)
+    for o in engine.obligations():  # built without validation (shared.trusted): still exactly what it would give
+        assert Obligation.model_validate(o.model_dump()) == o, o.obligation_id
+        assert Obligation.model_validate_json(o.model_dump_json()) == o, o.obligation_id
     return compare(d, out, exp)
 
 

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.intake.feeds import hmpps
 from services.intake.translate import Translation, translate
@@ -579,3 +581,26 @@ def test_occurred_at_with_an_unusual_offset() -> None:
     assert e.occurred_at == datetime(
         2024, 10, 14, 15, 8, 51, tzinfo=timezone(timedelta(hours=-5, minutes=-30))
     )
+
+
+# --- ids do not depend on how occurredAt was written, and what is built is what validation would give ----
+
+
+@settings(max_examples=400, deadline=None)
+@given(instant=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 12, 31)),
+       offset=st.sampled_from([timedelta(0), timedelta(hours=1), timedelta(hours=-3, minutes=-30)]),
+       style=st.sampled_from(["isoformat", "Z", "micro", "milli", "no-fraction"]))
+def test_the_id_uses_the_utc_instant_as_isoformat_writes_it(instant: datetime, offset: timedelta, style: str) -> None:
+    aware = instant.replace(tzinfo=timezone(offset))
+    text = {
+        "isoformat": aware.isoformat(),
+        "Z": aware.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z",
+        "micro": aware.isoformat(timespec="microseconds"),  # ".000000" when the fraction is zero
+        "milli": aware.isoformat(timespec="milliseconds"),
+        "no-fraction": aware.replace(microsecond=0).isoformat(),
+    }[style]
+    e = one(event(occurred=text))
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    expected = hmpps.digest(f"{POE}.prisoner.received", parsed.astimezone(UTC).isoformat(), "A1234BC", "ADMISSION")
+    assert e.id == "hmpps:" + expected
+    assert type(e).model_validate(e.model_dump()) == e  # constructed, not validated: still what validation gives

@@ -310,3 +310,42 @@ def test_any_text_normalises_or_raises_value_error(kind, text):
         assert shape.match(out), out
     else:
         assert re.match(r"^\d{6}/\d{2}[A-Z]$|^SF\d{2}/\d{6}[A-Z]$", out), out
+
+
+# --- the normal-form fast paths agree with the full parse ---------------------------------------------------
+
+
+def _full_parse(normaliser, value):
+    """The general parse, bypassing the normal-form match: its answer, or its refusal."""
+    try:
+        return normaliser(value)
+    except ValueError as exc:
+        return ("refused", str(exc))
+
+
+@settings(max_examples=500, deadline=None)
+@given(year=st.integers(min_value=1900, max_value=2099), serial=st.integers(min_value=0, max_value=9_999_999),
+       letter=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+def test_pnc_in_normal_form_is_checked_as_the_full_parse_checks_it(year, serial, letter):
+    from shared import identifiers
+
+    value = f"{year:04d}/{serial:07d}{letter}"
+    full = _full_parse(lambda v: identifiers._pnc_parts.__wrapped__(v)[0], value)
+    assert _full_parse(normalise_pnc, value) == full
+    assert (full == value) == (letter == pnc_letter(year, serial))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.from_regex(r"\A[A-Z][0-9]{4}[A-Z]{2}\Z") | st.text(max_size=9))
+def test_noms_fast_path_agrees_with_the_full_parse(value):
+    from shared import identifiers
+
+    assert _full_parse(normalise_noms, value) == _full_parse(identifiers._normalise_noms.__wrapped__, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.from_regex(r"\A[A-Z][0-9]{6}\Z") | st.text(max_size=8))
+def test_crn_fast_path_agrees_with_the_full_parse(value):
+    from shared import identifiers
+
+    assert _full_parse(normalise_crn, value) == _full_parse(identifiers._normalise_crn.__wrapped__, value)
