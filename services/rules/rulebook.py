@@ -99,6 +99,7 @@ class Candidate:
 _obligation = trusted_constructor(Obligation)
 _person_ref = trusted_constructor(PersonRef)
 _PERSON_REFS_KEPT = 1 << 16
+_Addressed = tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]  # addresses, address -> role, roles missing
 _PERSON_REF_FIELDS = ("person_id", "pnc", "cro", "noms", "crn", "given_name", "family_name", "date_of_birth")
 
 
@@ -116,7 +117,7 @@ class RuleBook:
         self._immediate = timedelta(minutes=self.timings.immediate_minutes)
         # Deadlines depend only on a day (and the timings): worked out once per day, not once per event.
         self._instants: dict[tuple[str, date, int], datetime] = {}
-        self._addressed: dict[tuple[str | None, tuple[str, ...]], tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] = {}
+        self._addressed: dict[tuple[str | None, tuple[str, ...]], _Addressed] = {}
         self._addressed_by: Directory | None = None
         self._person_refs: dict[tuple[Any, ...], PersonRef] = {}  # one frozen PersonRef per person as known
         self._by_type: dict[str, Callable[[EventBase, datetime], Iterable[Candidate]]] = {
@@ -221,7 +222,7 @@ class RuleBook:
         return list(addresses), dict(by_address), list(missing)  # the caller's to keep
 
     def _addressed_to(self, bcu: str | None, roles: tuple[str, ...], entry: RegisterEntry | None, day: date,
-                      dob: date | None) -> tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]:
+                      dob: date | None) -> _Addressed:
         """(addresses, address -> role, roles without a contact), remembered per (BCU, roles): not to be changed."""
         if "om" in roles:
             om = self.om_role(entry, day, dob)

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import event as event_if
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -604,3 +605,79 @@ def test_the_id_uses_the_utc_instant_as_isoformat_writes_it(instant: datetime, o
     expected = hmpps.digest(f"{POE}.prisoner.received", parsed.astimezone(UTC).isoformat(), "A1234BC", "ADMISSION")
     assert e.id == "hmpps:" + expected
     assert type(e).model_validate(e.model_dump()) == e  # constructed, not validated: still what validation gives
+
+
+# --- the usual movement's one-step path gives exactly what the general path gives ------------------------
+
+_MOVEMENT_TYPES = sorted(hmpps.MOVEMENTS)
+
+
+_MISSING = object()
+_ODD = [_MISSING, None, 0, "", " ", [], {}]  # what a field may be instead of a good value
+_occurred = st.one_of(
+    st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1),
+                 timezones=st.sampled_from([UTC, timezone(timedelta(hours=1)), timezone(timedelta(hours=-4))]))
+    .map(lambda d: d.isoformat()),
+    st.sampled_from(["2024-10-14T15:08:51Z", "2024-10-14T15:08:51", " 2024-10-14T15:08:51+01:00",
+                     "2024-10-14T15:08:51.000000+00:00", "not a date", ""]),
+)
+
+
+def _field(draw: Any, good: Any, other: list[Any]) -> Any:
+    """Mostly a good value; sometimes a near miss (`other`) or something odd, to find where the paths part."""
+    if draw(st.integers(0, 9)) < 7:
+        return draw(good)
+    return draw(st.sampled_from(other + _ODD))
+
+
+@st.composite
+def movement_payloads(draw: Any) -> dict[str, Any]:
+    event_type = _field(draw, st.sampled_from(_MOVEMENT_TYPES), [" " + _MOVEMENT_TYPES[0], "x.y.z"])
+    received = event_type in hmpps.RECEIVED
+    noms = _field(draw, st.sampled_from(["A1234BC", "Z9999ZZ"]), ["a1234bc", " A1234BC", "A1234B", "I1234OO"])
+    info: dict[str, Any] = {
+        "nomsNumber": noms,
+        "prisonId": _field(draw, st.sampled_from(["LEI", "MDI"]), ["lei", "MDI ", "X", "L-1"]),
+        "reason": _field(draw, st.sampled_from(sorted(hmpps.ADMISSIONS | hmpps.RECEPTION_REASONS.keys())
+                                               if received else sorted(hmpps.RELEASE_REASONS)),
+                         ["admission", " RELEASED", "ELSE", *sorted(hmpps.KNOWN_REASONS)]),
+        "nomisMovementReasonCode": _field(draw, st.sampled_from(["L", "Y", "B", "N", "INT"]), [" n ", 5]),
+    }
+    info = {k: v for k, v in info.items() if v is not _MISSING}
+    identifiers = draw(st.sampled_from([
+        *[[{"type": "NOMS", "value": noms}]] * 8,
+        [{"type": "NOMS", "value": noms}, {"type": "CRN", "value": "X123456"}],
+        [{"type": "nomsNumber", "value": noms}], [{"type": "NOMS", "value": "B1234CD"}], [],
+    ]))
+    event: dict[str, Any] = {
+        "eventType": event_type,
+        "occurredAt": _field(draw, _occurred, ["2024-10-14T15:08:51", "not a date"]),
+        "version": 1,
+        "additionalInformation": info,
+    }
+    if draw(st.integers(0, 9)) < 8:
+        event["personReference"] = {"identifiers": identifiers}
+    return event
+
+
+@settings(max_examples=1500, deadline=None)
+@given(payload=movement_payloads())
+def test_the_usual_movement_path_agrees_with_the_general_one(payload: dict[str, Any]) -> None:
+    try:
+        general = hmpps.translate_event(copy.deepcopy(payload))  # also fills the caches the usual path reads
+    except InputRejected:
+        general = None
+    usual = hmpps.usual_movement(payload)
+    event_if("the usual path answered" if usual is not None else "the general path's")
+    if usual is None:
+        return  # the general path's to answer, as it did
+    assert general is not None and general.ignored == [] and general.problems == []
+    assert general.events == [usual] and general.events[0].id == usual.id
+    assert type(usual).model_validate(usual.model_dump()) == usual
+
+
+def test_the_usual_shape_takes_the_one_step_path() -> None:
+    payload = event(reason="NEW_ADMISSION", code=None, event_type=f"{POS}.prisoner.received")
+    hmpps.translate_event(payload)  # first sight of the prison: the general path learns it
+    assert hmpps.usual_movement(payload) == one(payload)
+    assert hmpps.usual_movement(sns(payload)) is None  # a wrapped event is unwrapped first (translate does)
