@@ -633,7 +633,7 @@ def _field(draw: Any, good: Any, other: list[Any]) -> Any:
 @st.composite
 def movement_payloads(draw: Any) -> dict[str, Any]:
     event_type = _field(draw, st.sampled_from(_MOVEMENT_TYPES), [" " + _MOVEMENT_TYPES[0], "x.y.z"])
-    received = event_type in hmpps.RECEIVED
+    received = isinstance(event_type, str) and event_type in hmpps.RECEIVED
     noms = _field(draw, st.sampled_from(["A1234BC", "Z9999ZZ"]), ["a1234bc", " A1234BC", "A1234B", "I1234OO"])
     info: dict[str, Any] = {
         "nomsNumber": noms,
