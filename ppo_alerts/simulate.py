@@ -11,6 +11,7 @@ import heapq
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -112,22 +113,29 @@ class SimulationEngine:
         self._heap: list[tuple[datetime, int, str]] = []
         self._seq = 0
         self._seen_events: set[str] = set()
-        self.events_in = 0
         self.rejected: list[Rejection] = []
-        self.ignored: dict[str, int] = {}
+        self.ignored: Counter[str] = Counter()
         self._next_review, self._review_label = self.book.list_review_at(start)
+        self._due = self._next_review  # the earliest of the next timer and the next review: one test per event
         for entry in register.entries():  # R for register timers is when the register was loaded
             self._apply(self.ledger.on_register_loaded(entry, start))
+
+    @property
+    def events_in(self) -> int:
+        """Canonical events evaluated (each id once)."""
+        return len(self._seen_events)
 
     def _apply(self, decision: Decision) -> None:
         for o in decision.raised:
             if o.status == "pending":
                 self._seq += 1
                 heapq.heappush(self._heap, (o.send_at, self._seq, o.obligation_id))
+                if o.send_at < self._due:
+                    self._due = o.send_at
 
     def advance(self, to: datetime) -> None:
         """Fire, in order, every timer (and calendar review) due up to `to`; the clock ends at `to`."""
-        if (not self._heap or self._heap[0][0] > to) and self._next_review > to:  # nothing due: the usual case
+        if self._due > to:  # nothing due: the usual case
             if to > self.now:
                 self.now = to
             return
@@ -147,6 +155,7 @@ class SimulationEngine:
             self.now = max(self.now, at)
             self._send(o)
         self.now = max(self.now, to)
+        self._due = min(self._heap[0][0], self._next_review) if self._heap else self._next_review
 
     def _send(self, o: Obligation) -> None:
         """Render and 'send' (to the sink), then record the outcome as the notifier would."""
@@ -164,8 +173,7 @@ class SimulationEngine:
     def feed(self, at: datetime, body: Any, line: int) -> None:
         """One payload reaching intake at `at`: timers due before it fire first, then its events are
         translated and evaluated, then whatever they made due at `at` (immediate rules) fires."""
-        heap = self._heap
-        if (heap and heap[0][0] <= at) or self._next_review <= at:
+        if self._due <= at:
             self.advance(at)
         elif at > self.now:
             self.now = at
@@ -181,22 +189,20 @@ class SimulationEngine:
         ignored = self.ignored
         seen = self._seen_events
         for t in translations:
-            for reason in t.ignored:
-                ignored[reason] = ignored.get(reason, 0) + 1
+            if t.ignored:
+                ignored.update(t.ignored)
             for event in t.events:
                 eid = event.id
                 if eid in seen:
-                    ignored["duplicate-event-id"] = ignored.get("duplicate-event-id", 0) + 1
+                    ignored["duplicate-event-id"] += 1
                     continue
                 seen.add(eid)
-                self.events_in += 1
                 decision = self.ledger.on_event(event, at)
-                why = decision.ignored
-                if why:
-                    ignored[why] = ignored.get(why, 0) + 1
+                if decision.ignored:
+                    ignored[decision.ignored] += 1
                 if decision.raised:
                     self._apply(decision)
-        if heap and heap[0][0] <= at:
+        if self._due <= at:
             self.advance(at)
 
     def obligations(self) -> list[Obligation]:

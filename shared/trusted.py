@@ -9,6 +9,10 @@ from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
 _object_setattr = object.__setattr__
+# BaseModel's own slots, set through their descriptors (what object.__setattr__ would find, one look-up less).
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def trusted_constructor(model: type[M]) -> Callable[[dict[str, Any]], M]:
@@ -22,20 +26,22 @@ def trusted_constructor(model: type[M]) -> Callable[[dict[str, Any]], M]:
     outside (payloads, records read back from Kafka, API bodies) is always validated; tests check that what is
     built here survives `model_validate(model_dump())` unchanged.
 
-    Every field must be given (checked: a missing one would otherwise surface far away). The instance is what
-    pydantic's own `model_construct` makes; all fields count as set, and one set of names is shared.
+    Every field must be given: counted here (a missing one would otherwise surface far away), named by the
+    tests' round trip. The instance is what pydantic's own `model_construct` makes; all fields count as set,
+    and one set of names is shared.
     """
     names = set(model.model_fields)
+    count = len(names)
     new = model.__new__
 
     def construct(values: dict[str, Any]) -> M:
-        if values.keys() != names:
+        if len(values) != count:
             raise TypeError(f"{model.__name__}: fields {sorted(names ^ values.keys())} missing or unknown")
         m = new(model)
         _object_setattr(m, "__dict__", values)
-        _object_setattr(m, "__pydantic_fields_set__", names)  # pydantic adds assigned names: all are in it
-        _object_setattr(m, "__pydantic_extra__", None)
-        _object_setattr(m, "__pydantic_private__", None)
+        _set_fields_set(m, names)  # pydantic adds the names of fields assigned later: all are in it already
+        _set_extra(m, None)
+        _set_private(m, None)
         return m
 
     return construct

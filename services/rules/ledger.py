@@ -12,7 +12,8 @@ from typing import Any
 
 from services.rules.rulebook import RULES, SLOT_RULES, Candidate, RuleBook
 from shared import calendar as cal
-from shared.events import EventBase
+from shared.calendar import london_date
+from shared.events import EVENT_TYPES, EventBase
 from shared.obligations import Obligation, history_entry, obligation_id
 from shared.register import Period, RegisterEntry, RegisterError
 
@@ -38,6 +39,7 @@ class Decision:
 # (returned by `on_event`, whose callers read decisions and never change them).
 _NOT_ON_REGISTER = Decision(ignored="not-on-register")
 _NOT_ON_REGISTER_AT_EVENT_TIME = Decision(ignored="not-on-register-at-event-time")
+_REGISTER_EVENTS = frozenset(t for t in EVENT_TYPES if t.startswith("register."))
 
 
 def _note(o: Obligation, at: datetime, what: str) -> None:
@@ -93,12 +95,12 @@ class Ledger:
 
     def on_event(self, event: EventBase, received_at: datetime) -> Decision:
         etype: str = event.type  # type: ignore[attr-defined]
-        if etype.startswith("register."):
+        if etype in _REGISTER_EVENTS:
             return self._register_event(event, received_at)
         entry = self.register.find_person(event.person)
         if entry is None:
             return _NOT_ON_REGISTER
-        day = cal.london_date(event.occurred_at)
+        day = london_date(event.occurred_at)
         period = entry.period_at(day)
         if period is None:
             if etype == "prison.release_date_set":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,8 +79,7 @@ class RuleTimings(BaseModel):
     list_review_every_months: int = Field(default=1, ge=1, le=12)  # C6: 1 monthly, 3 quarterly
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):  # a tuple: made for every event about a PPO; a frozen dataclass is slow to build
     """What a rule asks for; the ledger turns it into an Obligation (or finds it already exists)."""
 
     rule: str
