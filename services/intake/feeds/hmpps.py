@@ -55,6 +55,11 @@ delayed) give different ids for one movement, and the rules engine de-duplicates
 `source` is `HMPPS:` + the event type's producer prefix, e.g. `HMPPS:prison-offender-events`.
 `occurredAt` must carry an offset: a naive one rejects the event, as does a mapped event without a usable
 `prisonId`.
+
+Construction: receptions and releases are made only of values this module checked itself (identifiers by
+their normalisers, the prison code, the parsed instant, the reason from the mapping), so they are constructed
+without validating them again (`shared.trusted`); the other events go through the canonical models. The usual
+movement (`usual_movement`) is translated in one step; a property test holds it to the general path.
 """
 
 from __future__ import annotations
