@@ -350,3 +350,33 @@ def test_after_a_move_a_reload_of_the_register_raises_no_second_review() -> None
     again = engine.ledger.on_register_loaded(eve, utc("2026-02-03T09:00:00Z"))
     assert again.raised == [] and {o.rule for o in engine.ledger.obligations.values()
                                     if o.person and o.person.person_id == eve.person_id} == {"A4", "C1", "C2", "C5"}
+
+
+# --- the short paths decide nothing differently: a synthetic year, with and without them ------------------
+
+
+def _synthetic_run(events: int = 12_000) -> tuple[list[dict[str, Any]], dict[str, int], int]:
+    from ppo_alerts.bench.data import START, YEAR, EventStream, National
+
+    world = National(3_000, 600, outsiders=3_000, seed=11)
+    engine = SimulationEngine(Register.from_csv_text(world.register_csv, "synthetic"),
+                              Directory.from_mapping(world.directory, "synthetic"), START, sink=MessageSink())
+    stream = EventStream(world, events, 0.3, 12, YEAR / 4)
+    for line, (at, body) in enumerate(stream.chunk(events), start=1):
+        engine.feed(at, body, line)
+    engine.advance(START + YEAR / 4)
+    return [o.model_dump(mode="json") for o in engine.obligations()], dict(engine.ignored), len(engine.rejected)
+
+
+def test_the_usual_movement_path_changes_no_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every HMPPS movement of a synthetic quarter the general way, then with the one-step path: same obligations
+    # (every field, history included), same ignored counts.
+    from services.intake.feeds import hmpps
+
+    with monkeypatch.context() as m:
+        m.setattr(hmpps, "usual_movement", lambda event: None)
+        general = _synthetic_run()
+    usual = _synthetic_run()
+    assert len(general[0]) > 1_000  # a quarter's worth of obligations, of many rules
+    assert len({o["rule"] for o in general[0]}) >= 10
+    assert usual == general
