@@ -251,14 +251,14 @@ EVENT_ADAPTER: TypeAdapter[Any] = _build_adapter()
 
 # Each event type's own validator: a dict whose `type` is known goes straight to it (the union would find the same
 # validator by the tag, and its errors carry the tag first, which `shared.errors` drops anyway).
-EVENT_VALIDATORS = {t: m.__pydantic_validator__.validate_python for t, m in EVENT_MODELS.items()}
+_VALIDATORS = {t: m.__pydantic_validator__.validate_python for t, m in EVENT_MODELS.items()}
 
 
 def parse_event(payload: dict[str, Any] | str | bytes) -> EventBase:
     """Validate one canonical event (dict or JSON). Raises pydantic.ValidationError."""
     if type(payload) is dict:
         tag = payload.get("type")
-        validate = EVENT_VALIDATORS.get(tag) if type(tag) is str else None
+        validate = _VALIDATORS.get(tag) if type(tag) is str else None
         if validate is not None:
             return validate(payload)  # type: ignore[no-any-return]
     elif isinstance(payload, (str, bytes)):

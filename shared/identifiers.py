@@ -89,6 +89,11 @@ def normalise_cro(value: str) -> str:
     return normal
 
 
+def is_normal_noms(value: str) -> bool:
+    """Already a NOMS number in its normal form (`A1234BC`)."""
+    return _NOMS_NORMAL.fullmatch(value) is not None
+
+
 def normalise_noms(value: str) -> str:
     if _NOMS_NORMAL.fullmatch(value):
         return value

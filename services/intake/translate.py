@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from services.intake.feeds import common_platform, decode_json, hmpps
 from shared.errors import InputRejected, rejected_from
-from shared.events import EVENT_VALIDATORS, EventBase, parse_event
+from shared.events import EventBase, parse_event
 
 __all__ = ["FORMATS", "MAX_BATCH", "Translation", "detect_format", "translate", "translate_many"]
 
@@ -80,19 +80,6 @@ def detect_format(payload: Any) -> str:
 
 def translate(payload: Any, received_at: datetime) -> Translation:
     """One decoded payload (a dict) → its canonical events; InputRejected if it is wholly unusable."""
-    if type(payload) is dict:  # the busiest shapes first, in as few steps as detect_format would take
-        if "eventType" in payload and "data" not in payload:
-            usual = hmpps.usual_movement(payload)
-            if usual is not None:
-                return Translation(HMPPS, [usual], [], [])
-        elif "data" in payload:
-            tag = payload.get("type")
-            validate = EVENT_VALIDATORS.get(tag) if type(tag) is str else None
-            if validate is not None:
-                try:
-                    return Translation(CANONICAL, [validate(payload)], [], [])
-                except ValidationError as exc:
-                    raise rejected_from(exc) from None
     fmt = detect_format(payload)
     if fmt == CANONICAL:
         try:

@@ -80,7 +80,7 @@ from services.intake.feeds import (
 )
 from shared.errors import InputRejected, problems_of
 from shared.events import EVENT_MODELS, Person, ReceptionData, ReleaseData
-from shared.identifiers import _NOMS_NORMAL, NORMALISERS, normalise_noms
+from shared.identifiers import NORMALISERS, is_normal_noms
 from shared.trusted import trusted_constructor
 
 FORMAT = "hmpps"
@@ -251,7 +251,7 @@ def usual_movement(event: dict[str, Any]) -> Any:
         return None
     info = event.get("additionalInformation")
     noms = info.get("nomsNumber") if type(info) is dict else None
-    if type(noms) is not str or not _NOMS_NORMAL.fullmatch(noms):
+    if type(noms) is not str or not is_normal_noms(noms):
         return None
     ref = event.get("personReference")
     if type(ref) is not dict or ref.get("identifiers") != [{"type": "NOMS", "value": noms}]:
@@ -269,10 +269,10 @@ def usual_movement(event: dict[str, Any]) -> Any:
             return None
         code = code.strip().upper() if code else ""
         reason = "recall" if code in RECALL_CODES else "remand" if code in REMAND_CODES else "new"
-    raw_prison = info.get("prisonId")  # type: ignore[union-attr]
-    data = _MOVEMENT_DATA.get((received, _PRISON_IDS.get(raw_prison), reason)) if type(raw_prison) is str else None
+    prison_id = _clean_prison_id(info)  # type: ignore[arg-type]
+    data = _movement_data(received, prison_id, reason) if prison_id is not None else None
     occurred = event.get("occurredAt")
-    if data is None or type(occurred) is not str or len(occurred) > MAX_INSTANT_CHARS:
+    if type(data) not in _DATA_MODELS or type(occurred) is not str or len(occurred) > MAX_INSTANT_CHARS:
         return None
     try:
         occurred_at = datetime.fromisoformat(occurred)
@@ -280,16 +280,12 @@ def usual_movement(event: dict[str, Any]) -> Any:
         return None
     if occurred_at.tzinfo is None or occurred_at.utcoffset() is None:
         return None
-    source = _SOURCES.get(event_type)
-    if source is None:
-        return None
     return _BUILT[_RECEPTION if received else _RELEASE]({
         "id": "hmpps:" + digest(event_type, _utc_text(event, occurred_at), noms, raw_reason),
         "type": "prison.reception" if received else "prison.release",
         "occurred_at": occurred_at,
-        "source": source,
-        "person": _person_of({"pnc": None, "cro": None, "noms": noms, "crn": None, "given_name": None,
-                              "family_name": None, "date_of_birth": None}),
+        "source": _source(event_type),
+        "person": _validated_person({"noms": noms}),
         "data": data,
     })
 
@@ -298,9 +294,7 @@ def usual_movement(event: dict[str, Any]) -> Any:
 
 
 def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResult) -> None:
-    info = event.get("additionalInformation")
-    if type(info) is not dict:
-        info = _info(event, prefix)
+    info = _info(event, prefix)
     raw_reason = info.get("reason")
     feed_reason = raw_reason.strip().upper() if isinstance(raw_reason, str) else ""
     received = event_type in RECEIVED
@@ -313,10 +307,7 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
         res.ignored.append(_ignored_reason(raw_reason, feed_reason))
         return
     occurred_at = _occurred_at(event, prefix)
-    raw_prison = info.get("prisonId")
-    prison_id = _PRISON_IDS.get(raw_prison) if type(raw_prison) is str else None
-    if prison_id is None:
-        prison_id = _prison_id(info, prefix)
+    prison_id = _prison_id(info, prefix)
     person, key = _person(event, info, prefix, res, required=True)
     assert person is not None  # required: _person rejected the event otherwise
     _emit_built(
@@ -326,7 +317,7 @@ def _movement(event: dict[str, Any], event_type: str, prefix: str, res: FeedResu
             "id": "hmpps:" + digest(event_type, _utc_text(event, occurred_at), key, feed_reason),
             "type": "prison.reception" if received else "prison.release",
             "occurred_at": occurred_at,
-            "source": _SOURCES.get(event_type) or _source(event_type),
+            "source": _source(event_type),
             "person": _validated_person(person),
             "data": _movement_data(received, prison_id, reason),
         },
@@ -625,18 +616,6 @@ def _person(
 
     Rejects when `required` and none is usable; otherwise returns (None, "") and notes the problems.
     """
-    # The usual shape, in one step: `nomsNumber`, and that same NOMS as the one identifier of personReference.
-    noms = info.get("nomsNumber")
-    if type(noms) is str:
-        ref = event.get("personReference")
-        ids = ref.get("identifiers") if type(ref) is dict else None
-        if type(ids) is list and len(ids) == 1 and ids[0] == {"type": "NOMS", "value": noms}:
-            try:
-                value = normalise_noms(noms)
-            except ValueError:
-                pass  # reported below, where it is
-            else:
-                return {"noms": value}, value
     found: dict[str, str] = {}
     seen_raw: dict[str, str] = {}  # raw value -> kind already normalised (the same NOMS twice is common)
     rejected: list[dict[str, str]] = []
