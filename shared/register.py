@@ -114,10 +114,14 @@ def person_id_for(identifiers: dict[str, str]) -> str:
 class Register:
     def __init__(self) -> None:
         self._entries: dict[str, RegisterEntry] = {}
-        self._index: dict[tuple[str, str], str] = {}
-        # The same index split by kind, to entries: the lookup every event makes builds no key tuple.
+        # kind -> identifier -> entry: one dict per kind, so the look-up every event makes builds no key
         self._by_kind: dict[str, dict[str, RegisterEntry]] = {k: {} for k in IDENTIFIER_KINDS}
         self._indexes = tuple(self._by_kind[k] for k in ("pnc", "cro", "noms", "crn"))  # find_person's order
+
+    def _holder(self, kind: str, value: str) -> str | None:
+        """The person_id that has this identifier, if anyone does."""
+        entry = self._by_kind.get(kind, {}).get(value)
+        return entry.person_id if entry is not None else None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -132,9 +136,9 @@ class Register:
         """The entry matching any one of the identifiers (already normalised)."""
         for kind, value in identifiers.items():
             if value:
-                pid = self._index.get((kind, value))
-                if pid is not None:
-                    return self._entries[pid]
+                entry = self._by_kind.get(kind, {}).get(value)
+                if entry is not None:
+                    return entry
         return None
 
     def find_person(self, person: Any) -> RegisterEntry | None:
@@ -146,7 +150,7 @@ class Register:
     def check_identifiers_free(self, identifiers: dict[str, str], person_id: str) -> None:
         """Refuse identifiers that already belong to someone else (same PNC, different NOMS...)."""
         for kind, value in identifiers.items():
-            holder = self._index.get((kind, value))
+            holder = self._holder(kind, value)
             if holder is not None and holder != person_id:
                 raise RegisterError(
                     f"{kind.upper()} {value} already belongs to register entry {holder}; "
@@ -158,12 +162,12 @@ class Register:
 
         Refused (RegisterError, saying why) when they point at two different entries, or when they give an
         identifier of a kind the entry already has with another value (same PNC, different NOMS...)."""
-        found = {pid for kind, value in identifiers.items() if value and (pid := self._index.get((kind, value)))}
+        found = {pid for kind, value in identifiers.items() if value and (pid := self._holder(kind, value))}
         if len(found) > 1:
             held: dict[str, list[str]] = {}
             for k, v in identifiers.items():
-                if v and (k, v) in self._index:
-                    held.setdefault(self._index[(k, v)], []).append(f"{k.upper()} {v}")
+                if v and (holder := self._holder(k, v)) is not None:
+                    held.setdefault(holder, []).append(f"{k.upper()} {v}")
             raise RegisterError("; ".join(f"{', '.join(ids)} already belong{'s' if len(ids) == 1 else ''} to "
                                           f"register entry {pid}"
                                           for pid, ids in sorted(held.items()))
@@ -206,14 +210,13 @@ class Register:
     def put(self, entry: RegisterEntry) -> None:
         """Insert or replace an entry (e.g. a snapshot read from the register topic). Checked before changed."""
         self.check_identifiers_free(entry.identifiers, entry.person_id)
-        stale = [k for k, pid in self._index.items() if pid == entry.person_id] if entry.person_id in self._entries \
-            else []
         by_kind = self._by_kind
-        for key in stale:
-            del self._index[key]
-            del by_kind[key[0]][key[1]]
+        if entry.person_id in self._entries:  # the identifiers it had may have changed: drop them all first
+            pid = entry.person_id
+            for index in by_kind.values():
+                for value in [v for v, e in index.items() if e.person_id == pid]:
+                    del index[value]
         for kind, value in entry.identifiers.items():
-            self._index[(kind, value)] = entry.person_id
             by_kind[kind][value] = entry
         self._entries[entry.person_id] = entry
 

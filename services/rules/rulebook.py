@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared import calendar as cal
 from shared.directory import Directory
 from shared.events import EventBase
-from shared.obligations import Obligation, PersonRef, obligation_id, trusted_constructor
+from shared.obligations import Obligation, PersonRef, obligation_id
 from shared.register import Register, RegisterEntry, age_on
+from shared.trusted import trusted_constructor
 
 
 @dataclass(frozen=True)
@@ -217,14 +218,13 @@ class RuleBook:
 
     def recipients(self, bcu: str | None, roles: Iterable[str], entry: RegisterEntry | None, day: date,
                    dob: date | None = None) -> tuple[list[str], dict[str, str], list[str]]:
-        addresses, by_address, missing = self._addressed_to(bcu, tuple(roles), entry, day, dob)
+        addresses, by_address, missing = self._addressed_to(bcu, tuple(roles), self.om_role(entry, day, dob))
         return list(addresses), dict(by_address), list(missing)  # the caller's to keep
 
-    def _addressed_to(self, bcu: str | None, roles: tuple[str, ...], entry: RegisterEntry | None, day: date,
-                      dob: date | None) -> _Addressed:
-        """(addresses, address -> role, roles without a contact), remembered per (BCU, roles): not to be changed."""
+    def _addressed_to(self, bcu: str | None, roles: tuple[str, ...], om: str) -> _Addressed:
+        """(addresses, address -> role, roles without a contact), `om` being the role it stands for here;
+        remembered per (BCU, roles): not to be changed."""
         if "om" in roles:
-            om = self.om_role(entry, day, dob)
             roles = tuple(om if role == "om" else role for role in roles)
         if self._addressed_by is not self.directory:  # a new directory: forget the old addresses
             self._addressed, self._addressed_by = {}, self.directory
@@ -267,7 +267,8 @@ class RuleBook:
         day = cal.london_date(event.occurred_at if event else received_at)
         dob = event.person.date_of_birth if event else None
         target_bcu = cand.recipients_bcu or bcu
-        addresses, by_address, missing = self._addressed_to(target_bcu, cand.roles or spec.roles, entry, day, dob)
+        om = self.om_role(entry, day, dob)
+        addresses, by_address, missing = self._addressed_to(target_bcu, cand.roles or spec.roles, om)
         facts: dict[str, Any] = {}
         if event is not None:
             # The data models are flat: their field values are what model_dump() would give, without the cost.
@@ -278,7 +279,7 @@ class RuleBook:
         facts["rule_title"] = spec.title
         if missing:
             facts["missing_roles"] = list(missing)
-        if entry is not None and event is not None and self.is_youth(entry, day, dob):
+        if entry is not None and event is not None and om == "yot":
             facts["youth"] = True
         return _obligation({
             "obligation_id": identity or self.identity(cand, entry, bcu),
