@@ -362,9 +362,11 @@ class RecordSink:
 
 
 async def records_as_they_are(message: Any) -> None:
-    """Decoder for batch subscribers whose handlers read the records themselves (`message.raw_message`,
-    `message.body`): FastStream's default batch decoder JSON-decodes every record and wraps each in a message
-    object first, work the handlers never use (a third of the rules service's time per event, profiled)."""
+    """Decoder for every subscriber of ours: the handlers read the records themselves (`message.raw_message`,
+    `message.body`) and park what they cannot read. FastStream's default decoder JSON-decodes the body before
+    the handler runs: a poison record (not JSON, not UTF-8, nested too deep) failed there, outside the
+    dead-letter guard, and was redelivered for ever with every record behind it waiting. For batches it was
+    also work the handlers never use (a third of the rules service's time per event, profiled)."""
     return None
 
 

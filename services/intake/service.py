@@ -26,13 +26,14 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from services.intake.access import RateLimiter, ScopeRefused, check_scopes
+from services.intake.feeds import decode_json
 from services.intake.translate import Translation, translate_many
 from shared import metrics
 from shared.ack import Acknowledgement, AckSecretMissing, ack_secret, verify
 from shared.clock import Clock
 from shared.errors import InputRejected
 from shared.events import EventBase
-from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps
+from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, records_as_they_are
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -78,7 +79,7 @@ class IntakeService:
         metrics.initialise("intake")
         broker.subscriber(
             self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.NACK_ON_ERROR, decoder=records_as_they_are,
         )(dead_letter_guard("intake", broker, self.topics.dead_letter, self.on_raw))
 
     # --- core: one body in, canonical events out ---------------------------------------------------------
@@ -127,12 +128,7 @@ class IntakeService:
         body: bytes = message.body
         now = self.clock.now()
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            await self.dead_letter(body, "kafka", InputRejected("body is not JSON", [
-                {"field": "(body)", "problem": str(exc)[:200]}]), None)
-            return
-        try:
+            payload = decode_json(body, "(body)")  # never a JSON, Unicode or recursion error: InputRejected
             await self.accept(payload, "kafka", now)
         except InputRejected as exc:
             await self.dead_letter(body, "kafka", exc, None)

@@ -32,7 +32,7 @@ from services.notifier.sendlog import Redelivery
 from shared import metrics
 from shared.ack import EscalationRequest
 from shared.clock import Clock
-from shared.kafka import dead_letter_guard, dumps
+from shared.kafka import dead_letter_guard, dumps, records_as_they_are
 from shared.obligations import DeliveryOutcome, NotificationRequest
 from shared.settings import Settings
 from shared.topics import Topics
@@ -59,11 +59,11 @@ class NotifierService:
             ack_policy=AckPolicy.NACK_ON_ERROR,  # a Kafka error re-raised by the guard: read it again
             # One consumer per partition, each in order: a request waits on fsyncs, acknowledgements and the
             # mail server, so one at a time queued the rest (p99 over a second at 200 events/s, measured).
-            max_workers=PARTITION_WORKERS,
+            max_workers=PARTITION_WORKERS, decoder=records_as_they_are,
         )(dead_letter_guard("notifier", broker, self.topics.dead_letter, self.on_request))
         broker.subscriber(
             self.topics.escalations, group_id="ppo-notifier-escalations", auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.NACK_ON_ERROR, decoder=records_as_they_are,
         )(dead_letter_guard("notifier", broker, self.topics.dead_letter, self.on_escalation))
 
     async def on_request(self, message: KafkaMessage) -> None:

@@ -315,7 +315,8 @@ class SchedulerService:
             obligations(self.on_obligations)  # dead-letters bad records itself, one by one
             acks = self.broker.subscriber(
                 self.topics.acknowledgements, group_id="ppo-scheduler-acks", auto_offset_reset="earliest",
-                ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False)
+                ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False,
+                decoder=records_as_they_are)
             acks(dead_letter_guard("scheduler", self.broker, self.topics.dead_letter, self.on_acknowledgement))
             custody = self.broker.subscriber(
                 self.topics.events, group_id="ppo-scheduler-custody", auto_offset_reset="earliest", batch=True,
