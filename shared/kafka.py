@@ -267,6 +267,20 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, default=str).encode()
 
 
+MAX_PARKED_PAYLOAD_BYTES = 256 * 1024  # Kafka's default message size is 1 MB: the record around it must fit
+
+
+def parked_payload(raw: bytes) -> dict[str, Any]:
+    """The input as a dead-letter record keeps it: whole when it is small, otherwise its first 256 KiB with its
+    size and sha256 (a larger body made a record over Kafka's message size: the park failed, the input was lost)."""
+    import hashlib
+
+    if len(raw) <= MAX_PARKED_PAYLOAD_BYTES:
+        return {"payload": raw.decode("utf-8", "replace")}
+    return {"payload": raw[:MAX_PARKED_PAYLOAD_BYTES].decode("utf-8", "ignore"), "payload_truncated": True,
+            "payload_bytes": len(raw), "payload_sha256": hashlib.sha256(raw).hexdigest()}
+
+
 async def dead_letter(broker: KafkaBroker, topic: str, service: str, record: Any, exc: Exception) -> None:
     """Park one consumed record on the dead-letter topic with the reason it could not be processed."""
     from shared import metrics
@@ -278,7 +292,7 @@ async def dead_letter(broker: KafkaBroker, topic: str, service: str, record: Any
     value: bytes = getattr(record, "value", None) or b""
     parked = {"service": service, "reason": reason, "problems": problems,
               "topic": getattr(record, "topic", None), "offset": getattr(record, "offset", None),
-              "payload": value.decode("utf-8", "replace")}
+              **parked_payload(value)}
     await broker.publish(dumps(parked), topic)
     logging.getLogger(f"ppo.{service}").warning(
         "message dead-lettered", extra={"reason": reason, "fields": [p["field"] for p in problems][:10]})

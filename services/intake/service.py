@@ -33,7 +33,7 @@ from shared.ack import Acknowledgement, AckSecretMissing, ack_secret, verify
 from shared.clock import Clock
 from shared.errors import InputRejected
 from shared.events import EventBase
-from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, records_as_they_are
+from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, parked_payload, records_as_they_are
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -116,7 +116,7 @@ class IntakeService:
         record = {
             "service": "intake", "channel": channel, "agency": agency, "reason": reason,
             "problems": rejection.problems, "at": self.clock.now().isoformat(),
-            "payload": raw.decode("utf-8", "replace"),
+            **parked_payload(raw),
         }
         await self.broker.publish(dumps(record), self.topics.dead_letter)
         log.warning("payload rejected", extra={"channel": channel, "reason": reason,
@@ -197,9 +197,8 @@ class IntakeService:
                 return _error(413, f"body larger than {limit} bytes")
         now = self.clock.now()
         try:
-            payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            rejection = InputRejected("body is not JSON", [{"field": "(body)", "problem": str(exc)[:200]}])
+            payload = decode_json(raw, "(body)")  # never a JSON, Unicode or recursion error: InputRejected
+        except InputRejected as rejection:
             await self.dead_letter(raw, "http", rejection, agency)
             return JSONResponse(rejection.as_dict(), status_code=400)
         try:

@@ -93,6 +93,14 @@ def translate(payload: Any, received_at: datetime) -> Translation:
 
 def translate_many(body: Any, received_at: datetime) -> list[Translation]:
     """A body holding one payload or a JSON array of them (decoded, or JSON text/bytes)."""
+    try:
+        return _translate_body(body, received_at)
+    except RecursionError:  # JSON that decodes but is nested too deep for validation: refused, not a crash
+        raise InputRejected("payload nested too deeply", [
+            {"field": "(body)", "problem": "JSON nested too deeply to validate"}]) from None
+
+
+def _translate_body(body: Any, received_at: datetime) -> list[Translation]:
     if type(body) is dict:  # the usual case
         return [translate(body, received_at)]
     if isinstance(body, (str, bytes, bytearray)):
