@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     intake_rate_per_s: float = Field(default=50.0, ge=0)  # per credential, on average; 0 turns the limit off
     intake_rate_burst: int = Field(default=200, ge=1)
     public_base_url: str = "http://127.0.0.1:8080"
+    # occurred_at is refused when further than this from the time received (services/intake/plausibility.py)
+    intake_max_past_days: int = Field(default=3650, ge=1, le=36500)
+    intake_max_future_s: float = Field(default=3600.0, ge=0, le=7 * 86400)
 
     # SMTP
     smtp_host: str = "127.0.0.1"

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from services.intake.access import RateLimiter, ScopeRefused, check_scopes
 from services.intake.feeds import decode_json
+from services.intake.plausibility import InstantWindow
 from services.intake.translate import Translation, translate_many
 from shared import metrics
 from shared.ack import Acknowledgement, AckSecretMissing, ack_secret, verify
@@ -73,6 +74,8 @@ class IntakeService:
         self.clock = clock
         self.topics = Topics(settings.topic_prefix)
         self.recent = RecentIds()
+        self.window = InstantWindow(max_past=timedelta(days=settings.intake_max_past_days),
+                                    max_future=timedelta(seconds=settings.intake_max_future_s))
         self.rate_limiter = RateLimiter(settings.intake_rate_per_s, settings.intake_rate_burst, time.monotonic)
         self.ack_key = _ack_key(settings)  # checks GET /ack links (shared/ack.py)
         self.ready = False
@@ -87,7 +90,7 @@ class IntakeService:
     async def accept(self, body: Any, channel: str, received_at: datetime, agency: str = "kafka",
                      scopes: list[str] | None = None, coordinator: bool = True) -> list[str]:
         """Translate, check the sender may send every event in it (nothing is published if not), publish."""
-        translations: list[Translation] = translate_many(body, received_at)  # raises InputRejected
+        translations: list[Translation] = translate_many(body, received_at, self.window)  # raises InputRejected
         check_scopes((e.type for t in translations for e in t.events), agency, scopes,  # type: ignore[attr-defined]
                      coordinator)  # raises ScopeRefused
         accepted: list[str] = []

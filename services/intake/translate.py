@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from services.intake.feeds import common_platform, decode_json, hmpps
+from services.intake.plausibility import DEFAULT_WINDOW, InstantWindow, implausible
 from shared.errors import InputRejected, rejected_from
 from shared.events import EventBase, parse_event
 
@@ -78,35 +79,41 @@ def detect_format(payload: Any) -> str:
     )
 
 
-def translate(payload: Any, received_at: datetime) -> Translation:
-    """One decoded payload (a dict) → its canonical events; InputRejected if it is wholly unusable."""
+def translate(payload: Any, received_at: datetime, window: InstantWindow = DEFAULT_WINDOW) -> Translation:
+    """One decoded payload (a dict) → its canonical events; InputRejected if it is wholly unusable, or if an
+    event's instants or dates are implausible for the time it was received (plausibility.py)."""
     fmt = detect_format(payload)
     if fmt == CANONICAL:
         try:
             event = parse_event(payload)
         except ValidationError as exc:
             raise rejected_from(exc) from None
-        return Translation(CANONICAL, [event], [], [])
-    result = (hmpps.translate if fmt == HMPPS else common_platform.translate)(payload, received_at)
-    return Translation(fmt, result.events, result.ignored, result.problems)
+        translation = Translation(CANONICAL, [event], [], [])
+    else:
+        result = (hmpps.translate if fmt == HMPPS else common_platform.translate)(payload, received_at)
+        translation = Translation(fmt, result.events, result.ignored, result.problems)
+    problems = [p for e in translation.events for p in implausible(e, received_at, window)]
+    if problems:
+        raise InputRejected("implausible instant or date", problems)
+    return translation
 
 
-def translate_many(body: Any, received_at: datetime) -> list[Translation]:
+def translate_many(body: Any, received_at: datetime, window: InstantWindow = DEFAULT_WINDOW) -> list[Translation]:
     """A body holding one payload or a JSON array of them (decoded, or JSON text/bytes)."""
     try:
-        return _translate_body(body, received_at)
+        return _translate_body(body, received_at, window)
     except RecursionError:  # JSON that decodes but is nested too deep for validation: refused, not a crash
         raise InputRejected("payload nested too deeply", [
             {"field": "(body)", "problem": "JSON nested too deeply to validate"}]) from None
 
 
-def _translate_body(body: Any, received_at: datetime) -> list[Translation]:
+def _translate_body(body: Any, received_at: datetime, window: InstantWindow) -> list[Translation]:
     if type(body) is dict:  # the usual case
-        return [translate(body, received_at)]
+        return [translate(body, received_at, window)]
     if isinstance(body, (str, bytes, bytearray)):
         body = decode_json(body, "(body)")
     if not isinstance(body, list):
-        return [translate(body, received_at)]
+        return [translate(body, received_at, window)]
     if len(body) > MAX_BATCH:
         raise InputRejected(
             "too many events in one body",
@@ -119,19 +126,19 @@ def _translate_body(body: Any, received_at: datetime) -> list[Translation]:
     if pause_gc:
         gc.disable()
     try:
-        return _translate_array(body, received_at)
+        return _translate_array(body, received_at, window)
     finally:
         if pause_gc:
             gc.enable()
 
 
-def _translate_array(body: list[Any], received_at: datetime) -> list[Translation]:
+def _translate_array(body: list[Any], received_at: datetime, window: InstantWindow) -> list[Translation]:
     out: list[Translation] = []
     problems: list[dict[str, str]] = []
     failed = 0
     for i, item in enumerate(body):
         try:
-            out.append(translate(item, received_at))
+            out.append(translate(item, received_at, window))
         except InputRejected as exc:
             failed += 1
             if len(problems) >= MAX_BATCH_PROBLEMS:

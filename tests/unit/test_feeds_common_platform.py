@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from services.intake.feeds import common_platform as cp
+from services.intake.plausibility import InstantWindow
 from services.intake.translate import translate
 from shared.errors import InputRejected
 
@@ -111,8 +112,12 @@ def hearing(
     return {"hearing": h} if wrapped else h
 
 
+# Translation, not plausibility, is tested here (tests/hostile/test_implausible_instants.py): any instant.
+ANY_TIME = InstantWindow(max_past=timedelta(days=36500), max_future=timedelta(days=36500))
+
+
 def run(payload: dict[str, Any]) -> Any:
-    t = translate(payload, R)
+    t = translate(payload, R, ANY_TIME)
     assert t.format == "common-platform"
     return t
 

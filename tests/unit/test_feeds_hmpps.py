@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.intake.feeds import hmpps
+from services.intake.plausibility import InstantWindow
 from services.intake.translate import Translation, translate
 from shared.errors import InputRejected
 
@@ -69,8 +70,12 @@ def sns(inner: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Translation, not plausibility, is tested here (tests/hostile/test_implausible_instants.py): any instant.
+ANY_TIME = InstantWindow(max_past=timedelta(days=36500), max_future=timedelta(days=36500))
+
+
 def one(payload: dict[str, Any]) -> Any:
-    t = translate(payload, R)
+    t = translate(payload, R, ANY_TIME)
     assert t.format == "hmpps"
     assert len(t.events) == 1, (t.ignored, t.problems)
     return t.events[0]
