@@ -46,6 +46,21 @@ _Noms = _identifier_field("noms")
 _Crn = _identifier_field("crn")
 
 
+def clean_name(value: Any) -> Any:
+    """A name as text a message can carry: control and format characters (line breaks, NUL, bidi overrides,
+    zero-width) become spaces, runs of space one, ends stripped; blank is None. A name with a line break was an
+    agency's glitch or an attack on a mail header: the fact it came with is still true, so it is cleaned, not
+    refused. Anything but a string is left to the `str` check, which names what it got."""
+    if type(value) is not str:
+        return value
+    if not value.isprintable():  # the usual name is printable: one C-level scan
+        value = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    return value.strip() or None
+
+
+_Name = Annotated[Annotated[str, Field(max_length=100)] | None, BeforeValidator(clean_name)]
+
+
 class Person(Strict):
     """Who an event is about. At least one identifier; identifiers are normalised on the way in."""
 
@@ -53,8 +68,8 @@ class Person(Strict):
     cro: _Cro = None
     noms: _Noms = None
     crn: _Crn = None
-    given_name: str | None = Field(default=None, max_length=100)
-    family_name: str | None = Field(default=None, max_length=100)
+    given_name: _Name = None
+    family_name: _Name = None
     date_of_birth: date | None = None
 
     @model_validator(mode="after")

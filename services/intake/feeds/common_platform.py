@@ -75,7 +75,7 @@ from services.intake.feeds import (
 )
 from shared.clock import LONDON
 from shared.errors import InputRejected, problems_of
-from shared.events import EVENT_MODELS, Person
+from shared.events import EVENT_MODELS, Person, clean_name
 from shared.identifiers import normalise_cro, normalise_pnc
 from shared.trusted import trusted_constructor
 
@@ -328,12 +328,12 @@ class _Hearing:
             self.res.problem(
                 f"{where}.personDefendant.personDetails.dateOfBirth", "not an ISO date (e.g. 1990-05-01)"
             )
-        # Valid by construction: identifiers normalised above (at least one), names cut to the model's 100
-        # characters, the date parsed. Constructed without validating again (shared.trusted).
+        # Valid by construction: identifiers normalised above (at least one), names cleaned (clean_name) and cut
+        # to the model's 100 characters, the date parsed. Constructed without validating again (shared.trusted).
         return _person_of({
             "pnc": ids.get("pnc"), "cro": ids.get("cro"), "noms": None, "crn": None,
-            "given_name": given.strip()[:100] or None if isinstance(given, str) else None,
-            "family_name": family.strip()[:100] or None if isinstance(family, str) else None,
+            "given_name": (clean_name(given) or "")[:100].strip() or None if isinstance(given, str) else None,
+            "family_name": (clean_name(family) or "")[:100].strip() or None if isinstance(family, str) else None,
             "date_of_birth": dob,
         })
 
