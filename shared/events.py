@@ -6,6 +6,7 @@ is discriminated on `type`, so an unknown type is rejected with the list of know
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _identifier_field(kind: str) -> Any:
+def _identifier_validator(kind: str) -> Callable[[Any], Any]:
     """Blank is None; a string is normalised; anything else is left to the `str` check, which names what it got.
     A plain (no-info) validator per field: this is the hot path of every service. The normalisers recognise
     the normal form, as nearly every feed sends it, in one regular-expression match."""
@@ -37,13 +38,13 @@ def _identifier_field(kind: str) -> Any:
             return normalise(v) if v.strip() else None
         return v
 
-    return Annotated[str | None, BeforeValidator(validate)]
+    return validate
 
 
-_Pnc = _identifier_field("pnc")
-_Cro = _identifier_field("cro")
-_Noms = _identifier_field("noms")
-_Crn = _identifier_field("crn")
+_Pnc = Annotated[str | None, BeforeValidator(_identifier_validator("pnc"))]
+_Cro = Annotated[str | None, BeforeValidator(_identifier_validator("cro"))]
+_Noms = Annotated[str | None, BeforeValidator(_identifier_validator("noms"))]
+_Crn = Annotated[str | None, BeforeValidator(_identifier_validator("crn"))]
 
 
 def clean_name(value: Any) -> Any:
@@ -258,7 +259,7 @@ def _build_adapter() -> TypeAdapter[Any]:
     from typing import Union
 
     union = Union[tuple(EVENT_MODELS.values())]  # type: ignore[valid-type]  # noqa: UP007
-    return TypeAdapter(Annotated[union, Field(discriminator="type")])
+    return TypeAdapter(Annotated[union, Field(discriminator="type")])  # type: ignore[arg-type]
 
 
 EVENT_ADAPTER: TypeAdapter[Any] = _build_adapter()

@@ -28,7 +28,7 @@ class HttpServer:
     def __init__(self, app: Starlette, host: str, port: int) -> None:
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -6,6 +6,7 @@ Each parser returns the normal form or raises ValueError with a message a person
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 from functools import lru_cache
 
@@ -122,5 +123,6 @@ def _normalise_crn(value: str) -> str:
     return raw
 
 
-NORMALISERS = {"pnc": normalise_pnc, "cro": normalise_cro, "noms": normalise_noms, "crn": normalise_crn}
+NORMALISERS: dict[str, Callable[[str], str]] = {
+    "pnc": normalise_pnc, "cro": normalise_cro, "noms": normalise_noms, "crn": normalise_crn}
 IDENTIFIER_KINDS = ("pnc", "cro", "noms", "crn")

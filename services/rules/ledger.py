@@ -299,9 +299,10 @@ class Ledger:
                 else:
                     decision.ignored = "register-unchanged"
                 return decision
-            entry = self.register.find(ids)
-            if entry is None:
+            found = self.register.find(ids)
+            if found is None:
                 return Decision(ignored="not-on-register")
+            entry = found
             if etype == "register.deselected":
                 if not self.register.deselect(entry, day, event.data.reason, event.data.authority):
                     return Decision(ignored="not-on-register-at-event-time")

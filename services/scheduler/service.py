@@ -712,7 +712,7 @@ class SchedulerService:
     async def on_custody_events(self, message: KafkaMessage) -> None:
         """A batch of canonical events: the prison ones are folded into the custody book; the rest say nothing."""
         for raw in message.body:
-            self._apply_custody(self.custody, raw)
+            self._apply_custody(self.custody, raw)  # type: ignore[arg-type]  # records_as_they_are: bytes
 
     def _schedule_digest(self) -> None:
         after = datetime.fromisoformat(self.store.meta_get(META_DIGEST_AFTER) or self.clock.now().isoformat())
