@@ -40,7 +40,7 @@ import uuid
 import weakref
 from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.job import Job
@@ -711,8 +711,9 @@ class SchedulerService:
 
     async def on_custody_events(self, message: KafkaMessage) -> None:
         """A batch of canonical events: the prison ones are folded into the custody book; the rest say nothing."""
-        for raw in message.body:
-            self._apply_custody(self.custody, raw)  # type: ignore[arg-type]  # records_as_they_are: bytes
+        # A batch subscriber: FastStream types `body` as bytes, but it is the batch's raw record values.
+        for raw in cast("list[bytes | None]", message.body):
+            self._apply_custody(self.custody, raw)
 
     def _schedule_digest(self) -> None:
         after = datetime.fromisoformat(self.store.meta_get(META_DIGEST_AFTER) or self.clock.now().isoformat())
