@@ -26,23 +26,23 @@ class InstantWindow:
 DEFAULT_WINDOW = InstantWindow()
 
 
-def implausible(event: EventBase, received_at: datetime, window: InstantWindow = DEFAULT_WINDOW,
-                prefix: str = "") -> list[dict[str, str]]:
+def implausible(event: EventBase, received_at: datetime,
+                window: InstantWindow = DEFAULT_WINDOW) -> list[dict[str, str]]:
     """Problems (field and why, never the value) with the event's instants and dates; empty when all are plausible."""
     problems: list[dict[str, str]] = []
     try:
         if event.occurred_at < received_at - window.max_past:
-            problems.append({"field": f"{prefix}occurred_at",
+            problems.append({"field": "occurred_at",
                              "problem": f"more than {window.max_past.days} days before it was received"})
         elif event.occurred_at > received_at + window.max_future:
-            problems.append({"field": f"{prefix}occurred_at",
+            problems.append({"field": "occurred_at",
                              "problem": f"more than {_span(window.max_future)} after it was received"})
     except OverflowError:  # an offset that moves the instant outside the calendar (year 1, year 9999)
-        problems.append({"field": f"{prefix}occurred_at", "problem": "outside the calendar once its offset applied"})
+        problems.append({"field": "occurred_at", "problem": "outside the calendar once its offset applied"})
     today = received_at.date()
     birth = event.person.date_of_birth
     if birth is not None and not EARLIEST_BIRTH <= birth <= today:
-        problems.append({"field": f"{prefix}person.date_of_birth",
+        problems.append({"field": "person.date_of_birth",
                          "problem": f"must be between {EARLIEST_BIRTH.isoformat()} and the day it was received"})
     earliest, latest = date(max(1, today.year - window.date_years), 1, 1), date(
         min(9999, today.year + window.date_years), 12, 31)
@@ -51,7 +51,7 @@ def implausible(event: EventBase, received_at: datetime, window: InstantWindow =
         if isinstance(value, date):
             day = value.date() if isinstance(value, datetime) else value
             if not earliest <= day <= latest:
-                problems.append({"field": f"{prefix}data.{name}",
+                problems.append({"field": f"data.{name}",
                                  "problem": f"more than {window.date_years} years from the day it was received"})
     return problems
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,32 +47,44 @@ async def read_all(settings: Settings, topic: str, until: Any, timeout: float) -
         await consumer.stop()
 
 
+@asynccontextmanager
+async def running(name: str, settings: Settings) -> AsyncIterator[Topics]:
+    """One service on the real broker, its topics created; stopped on the way out."""
+    topics = Topics(settings.topic_prefix)
+    await ensure_topics(settings, topics)
+    service, _ = build_service(name, settings, SystemClock())
+    await service.start()
+    try:
+        yield topics
+    finally:
+        await service.stop()
+
+
+async def publish(settings: Settings, records: list[tuple[str, bytes]]) -> None:
+    """Records in order, all with one key (so on one partition) and a JSON content type, whatever they hold."""
+    producer = AIOKafkaProducer(**client_kwargs(settings))
+    await producer.start()
+    try:
+        for topic, value in records:
+            await producer.send_and_wait(topic, value, key=b"same", headers=JSON_HEADERS)
+    finally:
+        await producer.stop()
+
+
 async def test_poison_records_on_intake_raw_are_parked_and_the_next_event_gets_through(
         kafka_bootstrap: str, tmp_path: Any) -> None:
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"hp{uuid.uuid4().hex[:8]}",
                         state_dir=tmp_path / "state", intake_port=0)
-    topics = Topics(settings.topic_prefix)
-    await ensure_topics(settings, topics)
-    running, _ = build_service("intake", settings, SystemClock())
-    await running.start()
-    try:
-        producer = AIOKafkaProducer(**client_kwargs(settings))
-        await producer.start()
-        try:
-            for value in POISON.values():  # all on one partition, ahead of the true fact
-                await producer.send_and_wait(topics.intake_raw, value, key=b"same", headers=JSON_HEADERS)
-            event = {"id": f"hp-{uuid.uuid4().hex}", "type": "prison.reception",
-                     "occurred_at": datetime.now(UTC).isoformat(), "source": "HMP-LEI",
-                     "person": {"noms": "G1234HJ"}, "data": {"prison_id": "LEI", "reason": "new"}}
-            await producer.send_and_wait(topics.intake_raw, json.dumps(event).encode(), key=b"same",
-                                         headers=JSON_HEADERS)
-        finally:
-            await producer.stop()
+    event = {"id": f"hp-{uuid.uuid4().hex}", "type": "prison.reception",
+             "occurred_at": datetime.now(UTC).isoformat(), "source": "HMP-LEI",
+             "person": {"noms": "G1234HJ"}, "data": {"prison_id": "LEI", "reason": "new"}}
+    async with running("intake", settings) as topics:
+        # the poison ahead of the true fact, on its partition
+        await publish(settings, [(topics.intake_raw, v) for v in POISON.values()]
+                      + [(topics.intake_raw, json.dumps(event).encode())])
         events = await read_all(settings, topics.events,
                                 lambda rs: any(json.loads(r.value)["id"] == event["id"] for r in rs), 30)
         parked = await read_all(settings, topics.dead_letter, lambda rs: len(rs) >= len(POISON), 15)
-    finally:
-        await running.stop()
     assert any(json.loads(r.value)["id"] == event["id"] for r in events), "the event behind the poison is stuck"
     records = [json.loads(r.value) for r in parked]
     assert len(records) == len(POISON), records
@@ -86,22 +100,9 @@ async def test_poison_records_on_the_notifier_topics_are_parked_and_the_partitio
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"hn{uuid.uuid4().hex[:8]}",
                         state_dir=tmp_path / "state", notifier_port=0, smtp_port=1, smtp_tls_mode="plain",
                         smtp_allow_plaintext=True)
-    topics = Topics(settings.topic_prefix)
-    await ensure_topics(settings, topics)
-    running, _ = build_service("notifier", settings, SystemClock())
-    await running.start()
-    try:
-        producer = AIOKafkaProducer(**client_kwargs(settings))
-        await producer.start()
-        try:
-            for topic in (topics.notifications, topics.escalations):
-                for value in POISON.values():
-                    await producer.send_and_wait(topic, value, key=b"same", headers=JSON_HEADERS)
-        finally:
-            await producer.stop()
+    async with running("notifier", settings) as topics:
+        await publish(settings, [(t, v) for t in (topics.notifications, topics.escalations) for v in POISON.values()])
         parked = await read_all(settings, topics.dead_letter, lambda rs: len(rs) >= 2 * len(POISON), 30)
-    finally:
-        await running.stop()
     records = [json.loads(r.value) for r in parked]
     assert len(records) == 2 * len(POISON), [r["reason"] for r in records]
     assert {r["topic"] for r in records} == {topics.notifications, topics.escalations}
