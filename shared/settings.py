@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # only these tokens may post register changes (POST /v1/register/..., register.* on /v1/events)
     intake_coordinator_tokens: dict[str, str] = Field(default_factory=dict)
     # the name `ppo-alerts register` records as `source` of a change (default: the operating-system user)
+    # sha256 hex of each operator bearer token -> the operator's name (recorded with each dead-letter replay);
+    # only these tokens may list, read or replay dead letters over HTTP (GET/POST /v1/dead-letters...)
+    operator_tokens: dict[str, str] = Field(default_factory=dict)
     register_operator: str | None = Field(default=None, min_length=1, max_length=100)
     # how often the rules service looks for a changed directory file, in seconds (0: never; restart to reload)
     directory_reload_s: float = Field(default=30.0, ge=0)
