@@ -26,16 +26,33 @@ class InputRejected(Exception):
         return self.reason + ": " + "; ".join(f"{p['field']}: {p['problem']}" for p in self.problems)
 
 
+MAX_FIELD_NAME = 64  # a key is payload text too: an answer never echoes more of it than this
+
+
+def _field_name(part: Any) -> str:
+    name = "".join(c if c.isprintable() else "?" for c in str(part)[:MAX_FIELD_NAME])
+    return name + "…" if len(str(part)) > MAX_FIELD_NAME else name
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     # Drop the discriminator tag pydantic puts first ("warrant.issued") so the path reads like the payload.
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p in EVENT_TYPES)]
+    parts = [_field_name(p) for p in loc if not (isinstance(p, str) and p in EVENT_TYPES)]
     return ".".join(parts) or "(body)"
 
 
+def _without_value(msg: str, value: Any) -> str:
+    """A validator's message with the offending value taken out: problems name the field, never its value
+    (values are personal data, and an echo of a huge field would be huge)."""
+    if isinstance(value, str) and value:
+        msg = msg.replace(repr(value), "value").replace(value, "value")
+    return msg
+
+
 def _message(err: Any) -> str:
-    msg = str(err.get("msg", "invalid"))
+    msg = _without_value(str(err.get("msg", "invalid")), err.get("input"))
     if err.get("type") == "union_tag_invalid":
-        return f"unknown event type {err['ctx']['tag']!r}; expected one of {', '.join(EVENT_TYPES)}"
+        # The type is not personal data and naming it helps the sender; cut like a field name.
+        return f"unknown event type {_field_name(err['ctx']['tag'])!r}; expected one of {', '.join(EVENT_TYPES)}"
     if err.get("type") == "union_tag_not_found":
         return "missing field 'type'"
     if err.get("type") == "timezone_aware":

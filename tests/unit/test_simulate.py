@@ -128,7 +128,7 @@ def test_rejected_lines_have_their_number_and_reason(tmp_path: Path) -> None:
     assert "goes back before 2026-03-02T10:00:00+00:00" in by_line[6]["reason"]
     assert by_line[7]["problems"][0]["field"] == "type" and "prison.escape" in by_line[7]["problems"][0]["problem"]
     assert by_line[8]["problems"] == [{"field": "person.pnc", "problem":
-                                       "'2006/0777001H' is not a valid PNC ID: check character is H, expected G"}]
+                                       "value is not a valid PNC ID: check character is H, expected G"}]
     assert by_line[9]["problems"][0]["field"] == "occurred_at"
 
 
@@ -380,3 +380,16 @@ def test_the_usual_movement_path_changes_no_decision(monkeypatch: pytest.MonkeyP
     assert len(general[0]) > 1_000  # a quarter's worth of obligations, of many rules
     assert len({o["rule"] for o in general[0]}) >= 10
     assert usual == general
+
+
+def test_a_part_of_a_payload_not_taken_is_reported_and_the_rest_taken(tmp_path: Path) -> None:
+    """As live intake answers 202 with `not_taken`: the good defendant's events count, the bad one is reported."""
+    from tests.hostile.test_partial_payloads import two_defendants
+
+    events = write_lines(tmp_path / "events.jsonl",
+                         [{"at": "2026-03-02T11:00:00Z", "body": two_defendants("2004/0012345H")}])
+    out = tmp_path / "out"
+    run(RECEPTIONS / "register.csv", RECEPTIONS / "directory.yaml", events, utc("2026-03-03T00:00:00Z"), out)
+    [report] = rejected(out)
+    assert report["line"] == 1 and report["reason"] == "part of payload not taken"
+    assert ["defendants[1].pncId" in p["field"] for p in report["problems"]] == [True]
