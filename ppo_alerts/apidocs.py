@@ -378,15 +378,25 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                  {"type": "array", "items": {"type": "object"}}]}}}},
         "responses": {
             "202": {"description": "Accepted: the ids of the canonical events published (a payload that raises "
-                                   "nothing, e.g. an unknown HMPPS event type, is accepted with no id)",
+                                   "nothing, e.g. an unknown HMPPS event type, is accepted with no id). "
+                                   "`not_taken` lists the parts left out (e.g. one defendant of a Common "
+                                   "Platform hearing with a bad PNC); the payload is kept on the dead-letter "
+                                   "topic to be mended and replayed",
                     "content": {"application/json": {"schema": {
                         "type": "object", "required": ["accepted"],
-                        "properties": {"accepted": {"type": "array", "items": {"type": "string"}}}}}}},
+                        "properties": {"accepted": {"type": "array", "items": {"type": "string"}},
+                                       "not_taken": {"type": "array",
+                                                     "items": {"$ref": "#/components/schemas/Problem"}}}}}}},
             "400": _err("The body is not JSON"),
             "401": _err("Missing or unknown bearer token"),
-            "403": _err("A register.* event from a token that is not a coordinator's"),
+            "403": _err("A register.* event from a token that is not a coordinator's, or an event type outside "
+                        "the token's scopes"),
             "413": _err("Body larger than PPO_INTAKE_MAX_BODY_BYTES"),
+            "415": _err("Content-Type is not JSON (application/json or application/*+json; none is accepted)"),
             "422": _err("Invalid: each problem names the field and what is expected"),
+            "429": {"description": "Too many events from this credential (PPO_INTAKE_RATE_PER_S, counted in "
+                                   "events): nothing was taken, send again after Retry-After seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}}, **_ERROR},
             "503": {"description": "Kafka unavailable: nothing was taken, send again",
                     "headers": {"Retry-After": {"schema": {"type": "integer"}}}, **_ERROR},
         },
@@ -433,6 +443,64 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                       **{code: {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
                          for code, text in (("400", "Malformed link"), ("403", "Bad signature"),
                                             ("410", "Expired link"), ("503", "Kafka unavailable: follow it again"))}},
+    },
+    ("/v1/dead-letters", "get"): {
+        "summary": "List dead letters",
+        "description": "What the services parked on <prefix>.dead-letter, one summary each (id PARTITION-OFFSET, "
+                       "time, service, source, reason, replays), without personal data. Operator tokens only "
+                       "(PPO_OPERATOR_TOKENS); the same as `ppo-alerts dead-letters list`.",
+        "security": _BEARER,
+        "parameters": [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
+                       for n, d in (("service", "parked by this service"), ("reason", "reason contains (any case)"),
+                                    ("since", "parked at or after (ISO instant with offset)"),
+                                    ("until", "parked before (ISO instant with offset)"),
+                                    ("topic", "came from this topic"))],
+        "responses": {
+            "200": {"description": "The dead letters", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"dead_letters": {"type": "array", "items": {"type": "object"}},
+                                                 "unreadable": {"type": "integer"}}}}}},
+            "401": _err("Missing or unknown bearer token"),
+            "403": _err("Not an operator token"),
+            "422": _err("A filter is malformed"),
+            "503": _err("Kafka unavailable"),
+        },
+    },
+    ("/v1/dead-letters/{partition}-{offset}", "get"): {
+        "summary": "Show one dead letter",
+        "description": "The whole parked record; its payload (personal data) only with personal_data=true, and "
+                       "that reading is logged with the operator's name.",
+        "security": _BEARER,
+        "parameters": [
+            {"name": "partition", "in": "path", "required": True, "schema": {"type": "integer"}},
+            {"name": "offset", "in": "path", "required": True, "schema": {"type": "integer"}},
+            {"name": "personal_data", "in": "query", "required": False, "schema": {"type": "boolean"}}],
+        "responses": {
+            "200": {"description": "The record", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "401": _err("Missing or unknown bearer token"),
+            "403": _err("Not an operator token"),
+            "404": _err("No such dead letter"),
+            "503": _err("Kafka unavailable"),
+        },
+    },
+    ("/v1/dead-letters/replay", "post"): {
+        "summary": "Replay dead letters",
+        "description": "Republish parked records to the topic they came from: {\"ids\": [...]} or {\"all\": true} "
+                       "with filters; \"again\": true for ones already replayed; \"payload\": a mended body for "
+                       "one id. Each replay is recorded on the dead-letter topic with the operator's name.",
+        "security": _BEARER,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+        "responses": {
+            "200": {"description": "What was replayed and what was refused, with why",
+                    "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "replayed": {"type": "array", "items": {"type": "object"}},
+                        "refused": {"type": "array", "items": {"type": "object"}}}}}}},
+            "401": _err("Missing or unknown bearer token"),
+            "403": _err("Not an operator token"),
+            "409": _err("Nothing could be replayed: each refusal says why"),
+            "413": _err("Body larger than PPO_INTAKE_MAX_BODY_BYTES"),
+            "422": _err("Invalid replay request"),
+            "503": _err("Kafka unavailable"),
+        },
     },
     ("/metrics", "get"): {
         "summary": "Prometheus metrics",
@@ -481,7 +549,8 @@ def openapi() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "ppo-alerts intake", "version": VERSION,
                  "description": "HTTP intake of ppo-alerts (services/intake). Bearer tokens are configured as the "
-                                "sha256 of each token (PPO_INTAKE_TOKENS, PPO_INTAKE_COORDINATOR_TOKENS). HEAD is "
+                                "sha256 of each token (PPO_INTAKE_TOKENS, PPO_INTAKE_COORDINATOR_TOKENS, "
+                                "PPO_OPERATOR_TOKENS). HEAD is "
                                 "answered wherever GET is. Every service also serves /metrics and /healthz."},
         "servers": [{"url": "http://127.0.0.1:8080", "description": "local (ppo-alerts run / demo)"}],
         "paths": dict(sorted(paths.items())),

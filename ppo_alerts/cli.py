@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ppo_alerts.reports import add_parsers as add_report_parsers
 
     add_report_parsers(sub)  # `report timeliness|register` and `audit`
+
+    from ppo_alerts.deadletters import add_parser as add_dead_letters_parser
+
+    add_dead_letters_parser(sub)  # `dead-letters list|show|replay`
     return parser
 
 
@@ -78,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         from ppo_alerts.reports import main_report
 
         return main_report(args)
+    if args.command == "dead-letters":
+        from ppo_alerts.deadletters import main_dead_letters
+
+        return main_dead_letters(args)
     if args.command == "bench":
         from ppo_alerts.bench.command import main_bench
 

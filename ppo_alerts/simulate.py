@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from services.intake.translate import translate_many
+from services.intake.translate import PART_NOT_TAKEN, not_taken, translate_many
 from services.rules.ledger import Decision, Ledger
 from services.rules.rulebook import RuleBook, RuleTimings
 from shared.directory import Directory
@@ -186,6 +186,8 @@ class SimulationEngine:
             self.rejected.append(Rejection(line, f"could not be translated (internal error, please report): "
                                                  f"{type(exc).__name__}: {exc}"))
             return
+        if parts := not_taken(translations, is_array=isinstance(body, list)):  # the rest is taken, as live
+            self.rejected.append(Rejection(line, PART_NOT_TAKEN, parts))
         ignored = self.ignored
         seen = self._seen_events
         for t in translations:

@@ -47,9 +47,12 @@ class RateLimiter:
         self.monotonic = monotonic
         self._buckets: dict[str, _Bucket] = {}
 
-    def take(self, credential: str) -> float:
-        """0 when the request may go ahead, else the seconds to wait before trying again."""
-        if self.rate <= 0:
+    def take(self, credential: str, cost: int = 1) -> float:
+        """0 when `cost` (a request, or a batch's events) may go ahead, else the seconds to wait and try again.
+
+        A batch larger than the burst goes ahead when the bucket is full and leaves it in debt, which later
+        requests wait out: over any stretch, no credential gets more than `rate` a second plus one burst."""
+        if self.rate <= 0 or cost <= 0:
             return 0.0
         now = self.monotonic()
         bucket = self._buckets.get(credential)
@@ -57,10 +60,11 @@ class RateLimiter:
             bucket = self._buckets[credential] = _Bucket(float(self.burst), now)
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate)
         bucket.at = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+        needed = float(min(cost, self.burst))
+        if bucket.tokens >= needed:
+            bucket.tokens -= cost
             return 0.0
-        return (1 - bucket.tokens) / self.rate
+        return (needed - bucket.tokens) / self.rate
 
     @staticmethod
     def retry_after(seconds: float) -> str:

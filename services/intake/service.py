@@ -6,6 +6,7 @@ can be fixed and replayed. Accepted payloads are published before the HTTP 202 (
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -13,8 +14,9 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
@@ -28,7 +30,7 @@ from starlette.routing import Route
 from services.intake.access import RateLimiter, ScopeRefused, check_scopes
 from services.intake.feeds import decode_json
 from services.intake.plausibility import InstantWindow
-from services.intake.translate import Translation, translate_many
+from services.intake.translate import PART_NOT_TAKEN, Translation, not_taken, translate_many
 from shared import metrics
 from shared.ack import Acknowledgement, AckSecretMissing, ack_secret, verify
 from shared.clock import Clock
@@ -39,6 +41,7 @@ from shared.settings import Settings
 from shared.topics import Topics
 
 log = logging.getLogger("ppo.intake")
+LOG_EACH_EVENT_UP_TO = 1_000  # a larger batch logs one line with its size and first ids (the topic has them all)
 
 
 def person_key(event: EventBase) -> bytes:
@@ -66,6 +69,15 @@ class RecentIds:
             self._ids.popitem(last=False)
         return False
 
+    def forget(self, event_ids: Iterable[str]) -> None:
+        for event_id in event_ids:
+            self._ids.pop(event_id, None)
+
+
+class Accepted(NamedTuple):
+    ids: list[str]  # every event of the body, published now or before (a duplicate id)
+    not_taken: list[dict[str, str]]  # parts of the body not taken (a Common Platform defendant...), field by field
+
 
 class IntakeService:
     def __init__(self, settings: Settings, broker: KafkaBroker, clock: Clock) -> None:
@@ -88,12 +100,20 @@ class IntakeService:
     # --- core: one body in, canonical events out ---------------------------------------------------------
 
     async def accept(self, body: Any, channel: str, received_at: datetime, agency: str = "kafka",
-                     scopes: list[str] | None = None, coordinator: bool = True) -> list[str]:
-        """Translate, check the sender may send every event in it (nothing is published if not), publish."""
+                     scopes: list[str] | None = None, coordinator: bool = True,
+                     admit: Callable[[int], None] | None = None) -> Accepted:
+        """Translate, check the sender may send every event in it (nothing is published if not), publish.
+
+        `admit(n)` is asked before anything is published (HTTP: the rate limit, counted in events; it raises
+        to refuse). A batch is handed to Kafka at once and acknowledged with one wait: an await per event
+        would hold a 100,000-event body for minutes."""
         translations: list[Translation] = translate_many(body, received_at, self.window)  # raises InputRejected
         check_scopes((e.type for t in translations for e in t.events), agency, scopes,  # type: ignore[attr-defined]
                      coordinator)  # raises ScopeRefused
+        if admit is not None:
+            admit(sum(len(t.events) for t in translations))
         accepted: list[str] = []
+        fresh: list[EventBase] = []
         for t in translations:
             metrics.EVENTS_RECEIVED.labels(format=t.format, channel=channel).inc()
             for reason in t.ignored:
@@ -103,18 +123,37 @@ class IntakeService:
                 if self.recent.seen(event.id):
                     metrics.EVENTS_IGNORED.labels(service="intake", reason="duplicate-event-id").inc()
                     continue
-                await self.broker.publish(
-                    dumps(event), self.topics.events, key=person_key(event),
-                    headers={RECEIVED_AT_HEADER: received_at.isoformat()},
-                )
-                metrics.EVENTS_ACCEPTED.labels(event_type=event.type).inc()  # type: ignore[attr-defined]
+                fresh.append(event)
+        await self._publish(fresh, received_at)
+        for event in fresh:
+            metrics.EVENTS_ACCEPTED.labels(event_type=event.type).inc()  # type: ignore[attr-defined]
+        if len(fresh) <= LOG_EACH_EVENT_UP_TO:
+            for event in fresh:
                 log.info("event accepted", extra={"event_id": event.id, "event_type": event.type,  # type: ignore[attr-defined]
                                                   "channel": channel})
-        return accepted
+        elif fresh:
+            log.info("events accepted", extra={"events": len(fresh), "event_ids": [e.id for e in fresh[:20]],
+                                               "channel": channel})
+        return Accepted(accepted, not_taken(translations, is_array=isinstance(body, list)))
 
-    async def dead_letter(self, raw: bytes, channel: str, rejection: InputRejected, agency: str | None) -> None:
+    async def _publish(self, events: list[EventBase], received_at: datetime) -> None:
+        """Every event handed to the producer, then one wait for all acknowledgements. On failure the ids are
+        forgotten by the de-duplication, so the sender's retry is published, not taken for a duplicate."""
+        headers = {RECEIVED_AT_HEADER: received_at.isoformat()}
+        try:
+            pending = [await self.broker.publish(dumps(event), self.topics.events, key=person_key(event),
+                                                 headers=headers, no_confirm=True)
+                       for event in events]
+            await asyncio.gather(*pending)
+        except BaseException:
+            self.recent.forget(e.id for e in events)
+            raise
+
+    async def dead_letter(self, raw: bytes, channel: str, rejection: InputRejected, agency: str | None,
+                          parts: int = 1) -> None:
+        """Keep a payload, or the `parts` of one that were not taken, with the reason (counted per part)."""
         reason = rejection.reason
-        metrics.EVENTS_REJECTED.labels(channel=channel, reason=_reason_label(reason)).inc()
+        metrics.EVENTS_REJECTED.labels(channel=channel, reason=_reason_label(reason)).inc(parts)
         metrics.DEAD_LETTERS.labels(service="intake", reason=_reason_label(reason)).inc()
         record = {
             "service": "intake", "channel": channel, "agency": agency, "reason": reason,
@@ -132,9 +171,13 @@ class IntakeService:
         now = self.clock.now()
         try:
             payload = decode_json(body, "(body)")  # never a JSON, Unicode or recursion error: InputRejected
-            await self.accept(payload, "kafka", now)
+            result = await self.accept(payload, "kafka", now)
         except InputRejected as exc:
             await self.dead_letter(body, "kafka", exc, None)
+            return
+        if result.not_taken:
+            await self.dead_letter(body, "kafka", InputRejected(PART_NOT_TAKEN, result.not_taken), None,
+                                   parts=len(result.not_taken))
 
     # --- HTTP intake -----------------------------------------------------------------------------------------
 
@@ -185,29 +228,42 @@ class IntakeService:
         agency = coordinator or self.authenticate(request)
         if agency is None:
             return _error(401, "missing or unknown bearer token")
-        wait = self.rate_limiter.take(agency)
+        wait = self.rate_limiter.take(agency)  # every request costs one event, even one refused
         if wait:
-            return JSONResponse({"error": "too many requests from this credential", "problems": []},
-                                status_code=429, headers={"Retry-After": RateLimiter.retry_after(wait)})
+            return _too_many(wait)
         length = request.headers.get("content-length")
         limit = self.settings.intake_max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             return _error(413, f"body larger than {limit} bytes")
-        raw = b""
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
                 return _error(413, f"body larger than {limit} bytes")
+        raw = b"".join(chunks)
         now = self.clock.now()
+        if problem := content_type_problem(request.headers.get("content-type")):
+            refused = InputRejected("unsupported content type", [{"field": "content-type", "problem": problem}])
+            await self.dead_letter(raw, "http", refused, agency)
+            return JSONResponse(refused.as_dict(), status_code=415)
         try:
             payload = decode_json(raw, "(body)")  # never a JSON, Unicode or recursion error: InputRejected
         except InputRejected as rejection:
             await self.dead_letter(raw, "http", rejection, agency)
             return JSONResponse(rejection.as_dict(), status_code=400)
+
+        def admit(events: int) -> None:  # the rest of the body's events (the request paid for one)
+            if events > 1 and (wait := self.rate_limiter.take(agency, events - 1)):
+                raise RateLimited(wait)
+
         try:
-            accepted = await self.accept(payload, "http", now, agency,
-                                         self.settings.intake_token_scopes.get(agency) if not coordinator else None,
-                                         coordinator=coordinator is not None)
+            result = await self.accept(payload, "http", now, agency,
+                                       self.settings.intake_token_scopes.get(agency) if not coordinator else None,
+                                       coordinator=coordinator is not None, admit=admit)
+        except RateLimited as exc:
+            return _too_many(exc.wait)
         except ScopeRefused as exc:
             return _error(403, str(exc))
         except InputRejected as exc:
@@ -218,11 +274,19 @@ class IntakeService:
             log.warning("kafka unavailable; asked the sender to retry", extra={"channel": "http"})
             return JSONResponse({"error": "temporarily unavailable, send again", "problems": []},
                                 status_code=503, headers={"Retry-After": "5"})
-        return JSONResponse({"accepted": accepted}, status_code=202)
+        answer: dict[str, Any] = {"accepted": result.ids}
+        if result.not_taken:  # the rest was taken; these parts are kept on the dead-letter topic to be mended
+            answer["not_taken"] = result.not_taken
+            await self.dead_letter(raw, "http", InputRejected(PART_NOT_TAKEN, result.not_taken), agency,
+                                   parts=len(result.not_taken))
+        return JSONResponse(answer, status_code=202)
 
     def routes(self) -> list[Route]:
+        from services.intake.dead_letters_http import dead_letter_routes  # operators: list, show, replay
+
         return [Route("/v1/events", self.post_events, methods=["POST"]),
                 Route("/v1/register/{action}", self.post_register, methods=["POST"]),
+                *dead_letter_routes(self),
                 Route("/ack", self.get_ack, methods=["GET"])]
 
     async def get_ack(self, request: Request) -> HTMLResponse:
@@ -276,6 +340,27 @@ def _ack_page(status: int, title: str, text: str) -> HTMLResponse:
 
 
 
+
+
+def content_type_problem(content_type: str | None) -> str | None:
+    """JSON, or no content type at all (some feeds send none); a form or text body is refused, not guessed at."""
+    if content_type is None:
+        return None
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return None
+    return f"{media[:60]!r} is not accepted; send JSON with Content-Type: application/json"
+
+
+class RateLimited(Exception):
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"retry after {wait:.1f} s")
+        self.wait = wait
+
+
+def _too_many(wait: float) -> JSONResponse:
+    return JSONResponse({"error": "too many events from this credential", "problems": []},
+                        status_code=429, headers={"Retry-After": RateLimiter.retry_after(wait)})
 
 
 def _error(status: int, message: str) -> JSONResponse:

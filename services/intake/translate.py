@@ -61,6 +61,16 @@ class Translation(NamedTuple):  # a tuple: one is made per payload, and a frozen
     problems: list[dict[str, str]]  # per-item problems that did not reject the payload: {"field", "problem"}
 
 
+PART_NOT_TAKEN = "part of payload not taken"  # a fixed reason: it is a metric label
+
+
+def not_taken(translations: list[Translation], is_array: bool) -> list[dict[str, str]]:
+    """The problems that did not reject a payload but left part of it unused (a Common Platform defendant with
+    a bad PNC...), with the array index if the body was an array."""
+    return [{"field": f"[{i}].{p['field']}" if is_array else p["field"], "problem": p["problem"]}
+            for i, t in enumerate(translations) for p in t.problems]
+
+
 def detect_format(payload: Any) -> str:
     """Which accepted format `payload` (a decoded JSON object) is in; InputRejected if none."""
     if isinstance(payload, dict):

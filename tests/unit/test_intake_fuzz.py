@@ -28,8 +28,15 @@ class RecordingBroker:
     def subscriber(self, *args: Any, **kwargs: Any) -> Any:
         return lambda handler: handler
 
-    async def publish(self, message: bytes, topic: str, key: bytes | None = None, headers: Any = None) -> None:
+    async def publish(self, message: bytes, topic: str, key: bytes | None = None, headers: Any = None,
+                      no_confirm: bool = False) -> Any:
+        """Like FastStream's: with `no_confirm` the send is only queued, and the caller awaits the future."""
         self.published.append((topic, message))
+        if no_confirm:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return None
 
 
 CANONICAL = [
