@@ -511,9 +511,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/healthz", "get"): {
         "summary": "Health",
-        "description": "200 once the service consumes and serves; 503 while it starts.",
+        "description": "200 once the service consumes and serves; 503 while it starts, or while a consumer is "
+                       "stuck (a handler running, or failing on every try, for over 5 minutes: `stuck` names it).",
         "responses": {code: {"description": text, "content": {"application/json": {"schema": {
-            "$ref": "#/components/schemas/Health"}}}} for code, text in (("200", "Ready"), ("503", "Starting"))},
+            "$ref": "#/components/schemas/Health"}}}} for code, text in (("200", "Ready"),
+                                                                         ("503", "Starting, or stuck"))},
     },
 }
 
@@ -544,7 +546,10 @@ def openapi() -> dict[str, Any]:
     schemas["Error"] = {"type": "object", "required": ["error", "problems"], "properties": {
         "error": {"type": "string"}, "problems": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}}}
     schemas["Health"] = {"type": "object", "required": ["service", "status"], "properties": {
-        "service": {"type": "string"}, "status": {"type": "string", "enum": ["ok", "starting"]}}}
+        "service": {"type": "string"}, "status": {"type": "string", "enum": ["ok", "starting", "stuck"]},
+        "stuck": {"type": "array", "items": {"type": "object", "properties": {
+            "service": {"type": "string"}, "topic": {"type": "string"}, "for_s": {"type": "number"},
+            "why": {"type": "string", "enum": ["running", "failing"]}}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "ppo-alerts intake", "version": VERSION,

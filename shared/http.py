@@ -12,12 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from shared.consumer_watch import WATCH
+
 
 def build_app(service: str, healthy: Callable[[], bool], routes: Sequence[BaseRoute] = ()) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
+        if stuck := [s.as_dict() for s in WATCH.stuck() if s.service == service]:
+            return JSONResponse({"service": service, "status": "stuck", "stuck": stuck}, status_code=503)
         ok = healthy()
         return JSONResponse({"service": service, "status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
 

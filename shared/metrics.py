@@ -36,6 +36,12 @@ DIRECTORY_MISSING_CONTACTS = Gauge(
 DIRECTORY_RELOADS = Counter("ppo_directory_reloads_total", "Directory file changes seen", ["result"])
 CONSUMER_LAG = Gauge("ppo_consumer_lag", "Records not yet processed: end offsets minus the group's committed offsets",
                      ["group", "topic"])
+CONSUMER_STUCK = Gauge("ppo_consumer_stuck",
+                       "1 while a consumer's handler has been running, or failing on every try, for over 5 minutes",
+                       ["service", "topic"])  # shared/consumer_watch.py
+HANDLER_ERRORS = Counter("ppo_consumer_handler_errors_total",
+                         "Handler calls that raised and will read the same record again (Kafka errors)",
+                         ["service", "topic"])
 OBLIGATIONS_AT_RISK = Gauge(
     "ppo_obligations_at_risk", "Pending obligations past their send time whose notify-by is within the hour or passed",
     ["rule"])

@@ -34,6 +34,7 @@ from services.intake.translate import PART_NOT_TAKEN, Translation, not_taken, tr
 from shared import metrics
 from shared.ack import Acknowledgement, AckSecretMissing, ack_secret, verify
 from shared.clock import Clock
+from shared.consumer_watch import WATCH
 from shared.errors import InputRejected
 from shared.events import EventBase
 from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, parked_payload, records_as_they_are
@@ -95,7 +96,8 @@ class IntakeService:
         broker.subscriber(
             self.topics.intake_raw, group_id="ppo-intake", auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR, decoder=records_as_they_are,
-        )(dead_letter_guard("intake", broker, self.topics.dead_letter, self.on_raw))
+        )(WATCH.watched("intake", self.topics.intake_raw,
+                        dead_letter_guard("intake", broker, self.topics.dead_letter, self.on_raw)))
 
     # --- core: one body in, canonical events out ---------------------------------------------------------
 

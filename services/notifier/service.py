@@ -32,6 +32,7 @@ from services.notifier.sendlog import Redelivery
 from shared import metrics
 from shared.ack import EscalationRequest
 from shared.clock import Clock
+from shared.consumer_watch import WATCH
 from shared.kafka import dead_letter_guard, dumps, records_as_they_are
 from shared.obligations import DeliveryOutcome, NotificationRequest
 from shared.settings import Settings
@@ -60,11 +61,13 @@ class NotifierService:
             # One consumer per partition, each in order: a request waits on fsyncs, acknowledgements and the
             # mail server, so one at a time queued the rest (p99 over a second at 200 events/s, measured).
             max_workers=PARTITION_WORKERS, decoder=records_as_they_are,
-        )(dead_letter_guard("notifier", broker, self.topics.dead_letter, self.on_request))
+        )(WATCH.watched("notifier", self.topics.notifications,
+                        dead_letter_guard("notifier", broker, self.topics.dead_letter, self.on_request)))
         broker.subscriber(
             self.topics.escalations, group_id="ppo-notifier-escalations", auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR, decoder=records_as_they_are,
-        )(dead_letter_guard("notifier", broker, self.topics.dead_letter, self.on_escalation))
+        )(WATCH.watched("notifier", self.topics.escalations,
+                        dead_letter_guard("notifier", broker, self.topics.dead_letter, self.on_escalation)))
 
     async def on_request(self, message: KafkaMessage) -> None:
         body: bytes = message.body

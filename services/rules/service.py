@@ -25,6 +25,7 @@ from services.rules.rulebook import RuleBook, RuleTimings
 from shared import calendar as cal
 from shared import metrics
 from shared.clock import Clock
+from shared.consumer_watch import WATCH
 from shared.directory import DirectoryError, DirectoryHolder, missing_contacts
 from shared.events import parse_event
 from shared.kafka import (
@@ -66,7 +67,7 @@ class RulesService:
             self.topics.events, group_id="ppo-rules", auto_offset_reset="earliest", batch=True,
             max_records=RULES_BATCH, batch_timeout_ms=50, ack_policy=AckPolicy.NACK_ON_ERROR,
             parser=batch_as_it_is, decoder=records_as_they_are,
-        )(self.on_events)
+        )(WATCH.watched("rules", self.topics.events, self.on_events))
         self._stale = False  # a publish failed: the ledger knows more than Kafka does
 
     async def load_state(self) -> None:

@@ -84,6 +84,7 @@ from shared import calendar as cal
 from shared import metrics
 from shared.ack import Acknowledgement, EscalationRequest
 from shared.clock import Clock
+from shared.consumer_watch import WATCH
 from shared.custody import DIGEST, CustodyBook, digest_obligation, rows_for
 from shared.directory import DirectoryError, DirectoryHolder
 from shared.events import parse_event
@@ -312,16 +313,18 @@ class SchedulerService:
             obligations = self.broker.subscriber(
                 self.topics.obligations, group_id="ppo-scheduler", auto_offset_reset="earliest", batch=True,
                 max_records=500, ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False, decoder=records_as_they_are)
-            obligations(self.on_obligations)  # dead-letters bad records itself, one by one
+            obligations(WATCH.watched("scheduler", self.topics.obligations,
+                                      self.on_obligations))  # dead-letters bad records itself, one by one
             acks = self.broker.subscriber(
                 self.topics.acknowledgements, group_id="ppo-scheduler-acks", auto_offset_reset="earliest",
                 ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False,
                 decoder=records_as_they_are)
-            acks(dead_letter_guard("scheduler", self.broker, self.topics.dead_letter, self.on_acknowledgement))
+            acks(WATCH.watched("scheduler", self.topics.acknowledgements, dead_letter_guard(
+                "scheduler", self.broker, self.topics.dead_letter, self.on_acknowledgement)))
             custody = self.broker.subscriber(
                 self.topics.events, group_id="ppo-scheduler-custody", auto_offset_reset="earliest", batch=True,
                 max_records=500, ack_policy=AckPolicy.NACK_ON_ERROR, persistent=False, decoder=records_as_they_are)
-            custody(self.on_custody_events)
+            custody(WATCH.watched("scheduler", self.topics.events, self.on_custody_events))
             self._subscribers += [obligations, acks, custody]
         self._consuming = True
         for sub in self._subscribers:
