@@ -432,17 +432,30 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("/ack", "get"): {
-        "summary": "Acknowledge a message",
-        "description": "The signed link in every message. A valid link records the acknowledgement (the scheduler "
-                       "stops the escalation) and shows a neutral page that names no one; HEAD (link scanners) "
-                       "records nothing.",
+        "summary": "Show the acknowledgement page",
+        "description": "The signed link in every message. Mail gateways and link scanners fetch every link, so a "
+                       "GET records nothing: a valid link shows a neutral page (it names no one) with one button "
+                       "that POSTs the same four values. No script, no framing (CSP frame-ancestors 'none').",
         "parameters": [{"name": n, "in": "query", "required": True, "schema": {"type": "string"}, "description": d}
                        for n, d in (("o", "obligation id"), ("r", "recipient"), ("e", "expiry"),
                                     ("s", "signature"))],
-        "responses": {"200": {"description": "Acknowledged", "content": {"text/html": {"schema": {"type": "string"}}}},
+        "responses": {"200": {"description": "The page with the button",
+                              "content": {"text/html": {"schema": {"type": "string"}}}},
                       **{code: {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
                          for code, text in (("400", "Malformed link"), ("403", "Bad signature"),
-                                            ("410", "Expired link"), ("503", "Kafka unavailable: follow it again"))}},
+                                            ("410", "Expired link"))}},
+    },
+    ("/ack", "post"): {
+        "summary": "Acknowledge a message",
+        "description": "The page's button: o, r, e, s as a form. A valid one records the acknowledgement (the "
+                       "scheduler stops the escalation; pressed again, recorded once per recipient).",
+        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "required": ["o", "r", "e", "s"],
+            "properties": {n: {"type": "string"} for n in ("o", "r", "e", "s")}}}}},
+        "responses": {"200": {"description": "Acknowledged", "content": {"text/html": {"schema": {"type": "string"}}}},
+                      **{code: {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
+                         for code, text in (("400", "Malformed"), ("403", "Bad signature"),
+                                            ("410", "Expired link"), ("503", "Kafka unavailable: press again"))}},
     },
     ("/v1/dead-letters", "get"): {
         "summary": "List dead letters",

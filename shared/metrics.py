@@ -36,6 +36,8 @@ DIRECTORY_MISSING_CONTACTS = Gauge(
 DIRECTORY_RELOADS = Counter("ppo_directory_reloads_total", "Directory file changes seen", ["result"])
 CONSUMER_LAG = Gauge("ppo_consumer_lag", "Records not yet processed: end offsets minus the group's committed offsets",
                      ["group", "topic"])
+ACK_LINKS = Counter("ppo_ack_links_total", "Acknowledgement links: pages shown (GET) and posts, by result",
+                    ["result"])  # services/intake
 CONSUMER_STUCK = Gauge("ppo_consumer_stuck",
                        "1 while a consumer's handler has been running, or failing on every try, for over 5 minutes",
                        ["service", "topic"])  # shared/consumer_watch.py

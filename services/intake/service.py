@@ -17,12 +17,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
+from urllib.parse import parse_qs
 
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
@@ -289,34 +289,65 @@ class IntakeService:
         return [Route("/v1/events", self.post_events, methods=["POST"]),
                 Route("/v1/register/{action}", self.post_register, methods=["POST"]),
                 *dead_letter_routes(self),
-                Route("/ack", self.get_ack, methods=["GET"])]
+                Route("/ack", self.get_ack, methods=["GET"]),
+                Route("/ack", self.post_ack, methods=["POST"])]
 
     async def get_ack(self, request: Request) -> HTMLResponse:
-        """GET /ack?o=&r=&e=&s=: a recipient followed the signed link in a message. A valid link publishes an
-        Acknowledgement (the scheduler records it in the obligation's state and stops its escalation) and shows a
-        plain confirmation; a tampered, expired or malformed link changes nothing and gets a 4xx page. The pages
-        are neutral (court recipients get links too) and name no one. A HEAD request (link scanners) records
-        nothing."""
+        """GET /ack?o=&r=&e=&s=: the signed link in a message. Mail gateways and link scanners fetch every link
+        before a person sees it, so a GET records nothing: a valid link shows a page with one button, which
+        POSTs the same four values (`post_ack`). A tampered, expired or malformed link gets a 4xx page. The
+        pages are neutral (court recipients get links too) and name no one."""
+        check = verify(self.ack_key, request.query_params, self.clock.now())
+        if not check.ok:
+            metrics.ACK_LINKS.labels(result=check.verdict).inc()
+            return _ack_page(check.http_status, *_ACK_REFUSED[check.verdict])
+        metrics.ACK_LINKS.labels(result="shown").inc()
+        fields = "".join(f'<input type="hidden" name="{name}" value="{html.escape(request.query_params[name])}">'
+                         for name in ACK_FIELDS)
+        form = (f'<form method="post" action="ack">{fields}<button type="submit" style="font-size:1.2em;'
+                f'padding:.5em 1.5em;background:#00703c;color:#fff;border:0">Acknowledge</button></form>')
+        return _ack_page(200, "Acknowledge this message",
+                         "Press the button to record that you have received this message and are dealing with it.",
+                         form)
+
+    async def post_ack(self, request: Request) -> HTMLResponse:
+        """POST /ack (the page's button): the four signed values as a form; a valid one publishes an
+        Acknowledgement (the scheduler records it once per recipient and stops the escalation)."""
+        body = await _small_body(request, ACK_BODY_LIMIT)
+        values = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace") if body else "").items() if v}
         now = self.clock.now()
-        check = verify(self.ack_key, request.query_params, now)
-        ACK_LINKS.labels(result=check.verdict).inc()
+        check = verify(self.ack_key, values, now)
+        metrics.ACK_LINKS.labels(result=check.verdict).inc()
         if not check.ok:
             return _ack_page(check.http_status, *_ACK_REFUSED[check.verdict])
-        if request.method == "GET":
-            assert check.expires_at is not None
-            ack = Acknowledgement(obligation_id=check.obligation_id, recipient=check.recipient, acknowledged_at=now,
-                                  link_expires_at=check.expires_at)
-            try:
-                await self.broker.publish(dumps(ack), self.topics.acknowledgements,
-                                          key=check.obligation_id.encode())
-            except KafkaError:
-                return _ack_page(503, "Not recorded yet", "The service is busy. Please follow the link again in a "
-                                 "few minutes.")
-            log.info("acknowledged", extra={"obligation_id": check.obligation_id, "channel": "link"})
+        assert check.expires_at is not None
+        ack = Acknowledgement(obligation_id=check.obligation_id, recipient=check.recipient, acknowledged_at=now,
+                              link_expires_at=check.expires_at)
+        try:
+            await self.broker.publish(dumps(ack), self.topics.acknowledgements, key=check.obligation_id.encode())
+        except KafkaError:
+            return _ack_page(503, "Not recorded yet", "The service is busy. Please press the button again in a "
+                             "few minutes.")
+        log.info("acknowledged", extra={"obligation_id": check.obligation_id, "channel": "link"})
         return _ack_page(200, "Acknowledged", "Thank you. Your acknowledgement has been recorded.")
 
 
-ACK_LINKS = Counter("ppo_ack_links_total", "Acknowledgement links followed, by result", ["result"])
+ACK_FIELDS = ("o", "r", "e", "s")
+ACK_BODY_LIMIT = 4096  # four short signed values
+
+
+async def _small_body(request: Request, limit: int) -> bytes:
+    """At most `limit` bytes of the body (more is not a form of ours: what fits is checked, and fails)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
 _ACK_REFUSED = {
     "malformed": ("Link not recognised", "This link is incomplete or damaged. Copy the whole link from the message, "
                   "or reply to the message instead."),
@@ -333,12 +364,22 @@ def _ack_key(settings: Settings) -> bytes:
         raise SystemExit(f"ppo-alerts: {exc}") from None
 
 
-def _ack_page(status: int, title: str, text: str) -> HTMLResponse:
+# The pages load nothing, run nothing, may not be framed (clickjacking a button that records) and post only here.
+ACK_PAGE_HEADERS = {
+    "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+def _ack_page(status: int, title: str, text: str, form: str = "") -> HTMLResponse:
     body = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" "
-            f"content=\"noindex\"><title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(text)}</p></body></html>")
-    return HTMLResponse(body, status_code=status,
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+            f"content=\"noindex\"><meta name=\"viewport\" content=\"width=device-width\">"
+            f"<title>{html.escape(title)}</title></head><body style=\"font-family:sans-serif;max-width:40em;"
+            f"margin:2em auto;padding:0 1em\"><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{form}"
+            f"</body></html>")
+    return HTMLResponse(body, status_code=status, headers=ACK_PAGE_HEADERS)
 
 
 

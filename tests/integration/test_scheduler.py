@@ -362,11 +362,21 @@ async def test_acknowledgement_stops_escalation_and_a_forged_link_does_nothing(s
         assert "PPO" not in response.text
     genuine_sam = urlsplit(ack_link_in(sam_ppo))
     assert (await client.head(genuine_sam.path + "?" + genuine_sam.query)).status_code == 200  # a link scanner
-    response = await client.get(urlsplit(good).path + "?" + urlsplit(good).query)
+    # A link scanner (or a person) fetching the link gets a page with a button and records nothing
+    for _ in range(3):
+        page = await client.get(urlsplit(good).path + "?" + urlsplit(good).query)
+        assert page.status_code == 200 and 'method="post"' in page.text and "PPO" not in page.text
+    assert page.headers["cache-control"] == "no-store" and "frame-ancestors 'none'" in page.headers[
+        "content-security-policy"]
+    assert await values(settings, f"{settings.topic_prefix}.acknowledgements") == []
+    # the button posts the four signed values; a forged post records nothing either
+    signed = {k: v[0] for k, v in parse_qs(urlsplit(good).query).items()}
+    assert (await client.post("/ack", data={**signed, "s": "0" * 64})).status_code == 403
+    response = await client.post("/ack", data=signed)
     assert response.status_code == 200 and "Acknowledged" in response.text and "PPO" not in response.text
-    assert response.headers["cache-control"] == "no-store"
+    assert (await client.post("/ack", data=signed)).status_code == 200  # pressed twice: recorded once (below)
     acks = await values(settings, f"{settings.topic_prefix}.acknowledgements")
-    assert len(acks) == 1 and b'"recipient":"leeds.ppo@westyorkshire.police.uk"' in acks[0]
+    assert len(acks) == 2 and b'"recipient":"leeds.ppo@westyorkshire.police.uk"' in acks[0]
     # Sam's notice: nobody acknowledged it (forged links, and a HEAD of the real one): escalated, once, after the
     # 5-second window.
     await wait_for(lambda: len(escalation_mails(smtp, STOKE_DUTY)) == 1, timeout=20, what="Sam's escalation")
@@ -376,7 +386,7 @@ async def test_acknowledgement_stops_escalation_and_a_forged_link_does_nothing(s
     states = {o.person.noms if o.person else None: o for o in (await latest_states(settings)).values()
               if o.rule == "A1"}
     assert states["G1234HJ"].status == "acknowledged"
-    assert any(h.what == f"acknowledged by {LEEDS_PPO}" for h in states["G1234HJ"].history)
+    assert [h.what for h in states["G1234HJ"].history].count(f"acknowledged by {LEEDS_PPO}") == 1
     assert states["H2345JK"].status == "notified"
     assert any(h.what.startswith(f"{ESCALATED}: not acknowledged") for h in states["H2345JK"].history)
     assert scheduler.scheduler.get_job(states["G1234HJ"].obligation_id) is None  # type: ignore[union-attr]

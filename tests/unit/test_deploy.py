@@ -585,7 +585,7 @@ def test_every_metric_in_the_readme_exists_and_is_updated_somewhere():
             "services.notifier.pipeline", "services.notifier.smtp")))
                      for var, obj in vars(module).items() if obj is objects[family]]
         assert variables, name
-        updated = re.compile(r"\b(?:" + "|".join(variables) + r")\b[^\n]*\.(?:inc|set|observe)\(")
+        updated = re.compile(r"\b(?:" + "|".join(variables) + r")\b[^\n]*\.(?:inc|set|set_function|observe)\(")
         assert any(updated.search(text) for text in sources.values()), f"nothing updates {name}"
 
 
