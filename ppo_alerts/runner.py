@@ -48,9 +48,7 @@ async def stop_services(running: list[RunningService]) -> None:
             log.exception("service did not stop cleanly", extra={"service": service.name})
 
 
-async def _main(names: list[str]) -> None:
-    settings = load_settings()
-    configure_logging(settings.log_level)
+async def _main(names: list[str], settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -61,8 +59,10 @@ async def _main(names: list[str]) -> None:
 
 
 def run_services(names: list[str]) -> int:
+    settings = load_settings()  # a bad setting: one line each on stderr, exit 2
+    configure_logging(settings.log_level)
     try:
-        asyncio.run(_main(names))
+        asyncio.run(_main(names, settings))
     except OSError as exc:
         print(f"ppo-alerts: cannot start: {exc}")
         return 1

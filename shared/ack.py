@@ -7,7 +7,8 @@ Every message carries a link a recipient follows to say "seen" (obligations.md, 
 The signature is HMAC-SHA256 (hex) over `v1 \\n obligation id \\n recipient (lower case) \\n expiry`, keyed with
 PPO_ACK_SECRET. Changing any of the four, or signing with another key, gives a link that does nothing. The path
 is neutral and the signature hex (no letters beyond a-f), so a link can go to a court recipient: it must never
-say "PPO" (001 §6.3, §7.2) — nor may the base URL, which `base_url_problem` checks at start-up.
+say "PPO" (001 §6.3, §7.2) — nor may the base URL, which `base_url_problem` (shared/neutral_url.py) checks at
+start-up.
 
 Signing and checking are pure: the instant is an argument. `ack_secret` is the one function here that reads
 settings and the disk (a generated key for local use).
@@ -36,6 +37,7 @@ from urllib.parse import urlencode, urlsplit
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from shared.clock import Clock
+from shared.neutral_url import base_url_problem  # re-exported: shared.ack.base_url_problem
 from shared.obligations import Obligation
 
 if TYPE_CHECKING:
@@ -50,8 +52,6 @@ log = logging.getLogger("ppo.ack")
 
 LINK_PATH = "/ack"
 _VERSION = "v1"
-# The words a court recipient must never read (the renderer refuses a court message containing them).
-_REVEALS_PPO = re.compile(r"(?<![a-z])ppos?(?![a-z])|prolific|priority[\s_-]*offender", re.IGNORECASE)
 _OBLIGATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _RECIPIENT = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 _EXPIRY = re.compile(r"^[0-9]{1,12}$")
@@ -110,19 +110,6 @@ def verify(secret: bytes, params: Mapping[str, str], now: datetime) -> LinkCheck
     if now >= expires_at:
         return LinkCheck("expired", o, r, expires_at)
     return LinkCheck("ok", o, r, expires_at)
-
-
-def base_url_problem(url: str, neutral: bool = True) -> str | None:
-    """Why this base URL cannot carry acknowledgement links (to court recipients too, when `neutral`), or None."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return f"{url!r} is not an http(s) URL"
-    if parts.query or parts.fragment:
-        return f"{url!r}: a base URL has no query or fragment"
-    if neutral and _REVEALS_PPO.search(url):
-        return (f"{url!r} says PPO: court recipients get these links and must never be told a person is a PPO "
-                "(001 §6.3, §7.2); use a neutral host and path")
-    return None
 
 
 def is_local(url: str) -> bool:

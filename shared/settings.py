@@ -2,15 +2,73 @@
 
 One settings class for the whole system keeps names unique and documented in one place (README,
 .env.example); each service reads only the fields it needs.
+
+Security settings fail closed: a PPO_* environment variable that is not a setting is refused (with the nearest
+name), token keys must be sha256 hex, a scope must name an agency that has a token, and anonymous intake only
+listens on a loopback address. `load_settings` turns every problem into one line naming the variable, what is
+wrong and how to fix it, and exits 2 (no stack trace).
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from shared.neutral_url import base_url_problem
+
+ENV_PREFIX = "PPO_"
+# PPO_* variables read by tooling and tests, not settings (ppo_alerts/localkafka.py, tests/faults, screenshots)
+NOT_SETTINGS = frozenset({"PPO_ALERTS_KAFKA_LIBS", "PPO_ALERTS_CACHE", "PPO_FAULTS_FULL", "PPO_FAULTS_WRITE_DOCS",
+                          "PPO_EMAIL_SCREENSHOTS"})
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_TOKEN_FIELDS = ("intake_tokens", "intake_coordinator_tokens", "operator_tokens")
+_JSON_FIELDS = {  # dict settings, given as JSON in the environment: an example of each for the error message
+    "intake_tokens": '{"<sha256 hex of the token>": "<agency name>"}',
+    "intake_coordinator_tokens": '{"<sha256 hex of the token>": "<coordinator\'s name>"}',
+    "operator_tokens": '{"<sha256 hex of the token>": "<operator\'s name>"}',
+    "intake_token_scopes": '{"HMCTS": ["court.", "warrant."]}',
+}
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+TokenMap = Annotated[dict[str, str], NoDecode]  # NoDecode: our validator parses the JSON and names the setting
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field: intake_tokens -> PPO_INTAKE_TOKENS."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    """One problem line per PPO_* variable that is not a setting, naming the nearest setting's variable."""
+    valid = [env_name(f) for f in Settings.model_fields]
+    problems = []
+    for key in sorted(environ):
+        name = key.upper()  # pydantic-settings reads the environment case-insensitively
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS or name in valid:
+            continue
+        near = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}?" if near else "see .env.example for the settings there are"
+        problems.append(f"{key}: not a setting, so it would be ignored: {hint} (rename or remove it)")
+    return problems
 
 
 class Settings(BaseSettings):
@@ -37,11 +95,11 @@ class Settings(BaseSettings):
     notifier_port: int = Field(default=8083, ge=0, le=65535)
     intake_max_body_bytes: int = Field(default=2_000_000, ge=1024)
     # sha256 hex of each bearer token -> agency name; empty with intake_allow_anonymous for local use only
-    intake_tokens: dict[str, str] = Field(default_factory=dict)
+    intake_tokens: TokenMap = Field(default_factory=dict)
     intake_allow_anonymous: bool = False
     # agency name -> event-type prefixes it may submit, e.g. {"HMCTS": ["court.", "warrant."], "HMP Leeds":
     # ["prison."]}; an agency not listed may submit any non-register type. Register changes need a coordinator.
-    intake_token_scopes: dict[str, list[str]] = Field(default_factory=dict)
+    intake_token_scopes: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     intake_rate_per_s: float = Field(default=50.0, ge=0)  # per credential, on average; 0 turns the limit off
     intake_rate_burst: int = Field(default=200, ge=1)
     public_base_url: str = "http://127.0.0.1:8080"
@@ -72,11 +130,11 @@ class Settings(BaseSettings):
     # Register administration (docs/coordinators.md)
     # sha256 hex of each coordinator bearer token -> the coordinator's name (recorded as `source` of each change);
     # only these tokens may post register changes (POST /v1/register/..., register.* on /v1/events)
-    intake_coordinator_tokens: dict[str, str] = Field(default_factory=dict)
+    intake_coordinator_tokens: TokenMap = Field(default_factory=dict)
     # the name `ppo-alerts register` records as `source` of a change (default: the operating-system user)
     # sha256 hex of each operator bearer token -> the operator's name (recorded with each dead-letter replay);
     # only these tokens may list, read or replay dead letters over HTTP (GET/POST /v1/dead-letters...)
-    operator_tokens: dict[str, str] = Field(default_factory=dict)
+    operator_tokens: TokenMap = Field(default_factory=dict)
     register_operator: str | None = Field(default=None, min_length=1, max_length=100)
     # how often the rules service looks for a changed directory file, in seconds (0: never; restart to reload)
     directory_reload_s: float = Field(default=30.0, ge=0)
@@ -100,11 +158,65 @@ class Settings(BaseSettings):
     @field_validator("ack_base_url")
     @classmethod
     def _neutral_ack_base_url(cls, value: str | None) -> str | None:
-        from shared.ack import base_url_problem
-
         if value is not None and (problem := base_url_problem(value)):
             raise ValueError(problem)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_env_names(cls, data: Any) -> Any:
+        if problems := unknown_env_names(os.environ):
+            raise ValueError("\n".join(problems))
+        return data
+
+    @field_validator(*_JSON_FIELDS, mode="before")
+    @classmethod
+    def _json(cls, value: object, info: Any) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc.msg} at character {exc.pos}): write it as "
+                             f"{_JSON_FIELDS[info.field_name]}, or {{}} for none") from None
+
+    @field_validator(*_TOKEN_FIELDS)
+    @classmethod
+    def _sha256_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for number, key in enumerate(value, 1):  # the key is never repeated: it may be the token itself
+            if not _SHA256_HEX.match(key):
+                raise ValueError(
+                    f"key {number} of {len(value)} ({len(key)} characters) is not a sha256 hex: each key must be "
+                    "the sha256 hex of the token (64 characters 0-9a-f), e.g. printf %s TOKEN | sha256sum")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        problems = []
+        agencies = set(self.intake_tokens.values())
+        if orphans := sorted(set(self.intake_token_scopes) - agencies):
+            have = "has" if len(orphans) == 1 else "have"
+            problems.append(
+                f"{env_name('intake_token_scopes')}: {', '.join(map(repr, orphans))} {have} no token in "
+                f"{env_name('intake_tokens')}, so the scope restricts nobody (a misspelt agency leaves the real one "
+                f"unrestricted): use an agency name exactly as in {env_name('intake_tokens')}, or remove it")
+        if self.intake_allow_anonymous and not is_loopback(self.http_host):
+            problems.append(
+                f"{env_name('intake_allow_anonymous')}: true accepts events without a token, and "
+                f"{env_name('http_host')}={self.http_host} is not a loopback address: set "
+                f"{env_name('intake_tokens')} and {env_name('intake_allow_anonymous')}=false, or listen on 127.0.0.1")
+        if self.smtp_tls_mode == "plain" and not self.smtp_allow_plaintext:
+            problems.append(
+                f"{env_name('smtp_allow_plaintext')}: {env_name('smtp_tls_mode')}=plain sends names of offenders "
+                f"unencrypted: set {env_name('smtp_allow_plaintext')}=true to accept that (a relay on the same host "
+                f"or a test server only), or set {env_name('smtp_tls_mode')} to starttls or implicit")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            missing = "smtp_password" if self.smtp_password is None else "smtp_username"
+            problems.append(f"{env_name(missing)}: {env_name('smtp_username')} and {env_name('smtp_password')} go "
+                            "together: give both or neither")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     # Notifier (services/notifier; .env.example explains each)
     # From address for court recipients (never "PPO": 001 §6.3, §7.2); default: smtp_sender, and a court message
@@ -119,10 +231,35 @@ class Settings(BaseSettings):
     notifier_max_message_bytes: int = Field(default=1_000_000, ge=10_000, le=25_000_000)
 
 
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per problem, naming the environment variable (PPO_SMTP_ALLOW_PLAINTEXT, not allow_plaintext),
+    what is wrong and how to fix it. Values are never repeated: they may be secrets."""
+    lines: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        loc = error["loc"]
+        if not loc:  # a model validator: its lines already start with the variable
+            lines.extend(message.splitlines())
+            continue
+        field = str(loc[0])
+        where = ""
+        if len(loc) > 1 and field not in _TOKEN_FIELDS:  # a token map's key may be the token: never shown
+            where = " at " + "".join(f"[{p!r}]" for p in loc[1:])
+        hint = "" if error["type"] in ("value_error", "assertion_error") else " (see .env.example for this setting)"
+        if error["type"] == "extra_forbidden":
+            message, hint = "not a setting", " (see .env.example for the settings there are)"
+        lines.append(f"{env_name(field)}{where}: {message}{hint}")
+    return lines
+
+
 def load_settings() -> Settings:
-    """Settings from the environment, or a message a person can act on (SystemExit, no stack trace)."""
+    """Settings from the environment; otherwise one line per problem on stderr and exit 2 (no stack trace)."""
     try:
         return Settings()
     except ValidationError as exc:
-        lines = [f"  PPO_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
-        raise SystemExit("ppo-alerts: invalid settings:\n" + "\n".join(lines)) from None
+        lines = settings_problems(exc)
+    except SettingsError as exc:  # a source that could not be read: our validators cover the known cases
+        lines = [f"{exc} (see .env.example)"]
+    for line in lines:
+        print(f"ppo-alerts: {line}", file=sys.stderr)
+    raise SystemExit(2)

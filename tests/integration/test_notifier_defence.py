@@ -110,7 +110,7 @@ async def test_nothing_over_the_size_limit_is_sent(pipeline: DeliveryPipeline, s
 
 
 def test_plain_text_smtp_only_when_explicitly_allowed() -> None:
-    with pytest.raises(ValidationError, match="allow_plaintext"):
+    with pytest.raises(ValidationError, match="PPO_SMTP_ALLOW_PLAINTEXT"):
         smtp_settings(Settings(smtp_tls_mode="plain"))
     assert smtp_settings(Settings(smtp_tls_mode="plain", smtp_allow_plaintext=True)).tls_mode == "plain"
     strict = smtp_settings(Settings())

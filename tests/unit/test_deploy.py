@@ -9,6 +9,7 @@ valid Settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -280,7 +281,9 @@ def test_compose_env_builds_valid_settings(name: str, monkeypatch: pytest.Monkey
         assert register is not None and register.is_file()
         assert len(Register.load(register)) > 0
     if name == "intake":
-        assert settings.intake_allow_anonymous is True
+        # a container listens on 0.0.0.0, where anonymous intake is refused: compose uses one local token
+        assert settings.intake_allow_anonymous is False
+        assert settings.intake_tokens == {hashlib.sha256(b"local-compose-only-token").hexdigest(): "Local"}
         assert "local use" in COMPOSE.read_text(encoding="utf-8").lower()
     if name in ("scheduler", "notifier"):
         named = set(_compose().get("volumes") or {})
