@@ -56,6 +56,29 @@ def membership_start(entry: RegisterEntry, period: Period) -> date:
     return start
 
 
+def membership_end(entry: RegisterEntry, period: Period) -> date | None:
+    """`deselected_on` of the membership `period` belongs to (None: still on the register): a move of area
+    continues the membership, so its end is the end of the last period the moves lead to."""
+    current = period
+    while current.end is not None and current.end_reason == "moved_area":
+        following = next((p for p in entry.periods if p.start == current.end), None)
+        if following is None:
+            break
+        current = following
+    return current.end
+
+
+def next_membership(entry: RegisterEntry, day: date) -> Period | None:
+    """The first period starting on or after `day`: a (re-)selection the register file already records."""
+    return next((p for p in entry.periods if p.start >= day), None)
+
+
+def _of_membership(o: Obligation, start: date, end: date) -> bool:
+    """Whether a C1 or C2 timer is about the membership from `start` to `end` (by its anchor or selected_on)."""
+    fact = o.facts.get("anchor") or o.facts.get("selected_on")
+    return fact is not None and start.isoformat() <= str(fact) < end.isoformat()
+
+
 class Ledger:
     def __init__(self, rulebook: RuleBook) -> None:
         self.rulebook = rulebook
@@ -217,58 +240,97 @@ class Ledger:
         return self._inactivity_timer(entry, r)
 
     def _inactivity_timer(self, entry: RegisterEntry, r: datetime, after: datetime | None = None) -> Decision:
-        """C1: 09:00 on the first working day on or after (later of selected_on, last activity) + 6 months."""
+        """C1: 09:00 on the first working day on or after (later of selected_on, last activity) + 6 months,
+        while the person is on the register: a review due on or after `deselected_on` is not for a PPO."""
         decision = Decision()
-        period = entry.period_at(cal.london_date(r)) or entry.open_period()
-        if period is None:
-            return decision
-        anchor = max(membership_start(entry, period), self._activity.get(entry.person_id, date.min))
+        day = cal.london_date(r)
+        period = entry.period_at(day) or entry.open_period() or next_membership(entry, day)
         book = self.rulebook
-        k = 1
-        # On load long after the anchor, the condition already holds: one notice now, then every 6 months.
-        while book.inactivity_review_at(anchor, k + 1) <= (after or r):
-            k += 1
-        if after is not None:
-            while book.inactivity_review_at(anchor, k) <= after:
+        while period is not None:
+            anchor = max(membership_start(entry, period), self._activity.get(entry.person_id, date.min))
+            k = 1
+            # On load long after the anchor, the condition already holds: one notice now, then every 6 months.
+            while book.inactivity_review_at(anchor, k + 1) <= (after or r):
                 k += 1
-        current = self.obligations.get(self._slots.get(("C1", entry.person_id), ""))
-        if current is not None and current.facts.get("anchor") == anchor.isoformat() and after is None:
-            return decision  # already have the timer for this anchor (restart, replay)
-        cand = book.timed("C1", f"{anchor}|{k}", book.inactivity_review_at(anchor, k), r,
-                          extra_facts={"anchor": anchor, "occurrence": k})
-        keep = obligation_id("C1", entry.person_id, cand.fact)
-        decision.cancelled += self._cancel_slot("C1", entry.person_id, r, "arrest or intelligence since", keep=keep)
-        self._take(cand, entry, None, r, period.home_bcu, decision)
+            if after is not None:
+                while book.inactivity_review_at(anchor, k) <= after:
+                    k += 1
+            cand = book.timed("C1", f"{anchor}|{k}", book.inactivity_review_at(anchor, k), r,
+                              extra_facts={"anchor": anchor, "occurrence": k})
+            end = membership_end(entry, period)
+            current = self.obligations.get(self._slots.get(("C1", entry.person_id), ""))
+            same_anchor = current is not None and current.facts.get("anchor") == anchor.isoformat()
+            start = membership_start(entry, period)
+            if self._after_deselection("C1", entry, cand, start, end, r, decision):
+                if current is not None and end is not None and not same_anchor and _of_membership(current, start, end):
+                    # a pending review from before the last arrest or intelligence moves all the same
+                    decision.cancelled += self._cancel_slot("C1", entry.person_id, r, "arrest or intelligence since")
+                period = next_membership(entry, end) if end is not None else None
+                after = None  # a re-selection starts the clock again
+                continue
+            if same_anchor and after is None:
+                return decision  # already have the timer for this anchor (restart, replay)
+            keep = obligation_id("C1", entry.person_id, cand.fact)
+            decision.cancelled += self._cancel_slot("C1", entry.person_id, r, "arrest or intelligence since",
+                                                    keep=keep)
+            self._take(cand, entry, None, r, period.home_bcu, decision)
+            return decision
         return decision
 
-    def _review_timer(self, entry: RegisterEntry, r: datetime) -> Decision:
+    def _review_timer(self, entry: RegisterEntry, r: datetime, period: Period | None = None) -> Decision:
+        """C2: 09:00 on the first working day on or after selected_on + 2 years, if still on the register then."""
         decision = Decision()
-        period = entry.period_at(cal.london_date(r))
         if period is None:
-            return decision
+            day = cal.london_date(r)
+            period = entry.period_at(day) or next_membership(entry, day)
         book = self.rulebook
-        selected_on = membership_start(entry, period)
-        cand = book.timed("C2", f"{selected_on}", book.register_review_at(selected_on), r,
-                          extra_facts={"selected_on": selected_on})
-        self._take(cand, entry, None, r, period.home_bcu, decision)
+        while period is not None:
+            selected_on = membership_start(entry, period)
+            cand = book.timed("C2", f"{selected_on}", book.register_review_at(selected_on), r,
+                              extra_facts={"selected_on": selected_on})
+            end = membership_end(entry, period)
+            if self._after_deselection("C2", entry, cand, selected_on, end, r, decision):
+                period = next_membership(entry, end) if end is not None else None  # a re-selection: two years
+                continue
+            self._take(cand, entry, None, r, period.home_bcu, decision)
+            return decision
         return decision
+
+    def _after_deselection(self, rule: str, entry: RegisterEntry, cand: Candidate, start: date, end: date | None,
+                           r: datetime, decision: Decision) -> bool:
+        """Whether the timer of the membership from `start` falls on or after its `deselected_on` (London day),
+        when it would no longer be about a PPO (obligations.md: rules apply to people on the register at the
+        time). Then this membership's pending timer, also due then, is cancelled as `register.deselected` would."""
+        if end is None or cal.london_date(cand.send_at) < end:
+            return False
+        pending = self.obligations.get(self._slots.get((rule, entry.person_id), ""))
+        if pending is not None and _of_membership(pending, start, end) and cal.london_date(pending.send_at) >= end:
+            decision.cancelled += self._cancel_slot(rule, entry.person_id, r, f"person de-selected on {end}")
+        return True
 
     def on_register_loaded(self, entry: RegisterEntry, r: datetime) -> Decision:
-        """The register entry became known at R: start its C1 and C2 timers (if on the register now)."""
-        if entry.period_at(cal.london_date(r)) is None:
+        """The register entry became known at R: start its C1 and C2 timers (if on the register now, or from a
+        later selection the register already records), each only if due before the person is de-selected."""
+        day = cal.london_date(r)
+        if entry.period_at(day) is None and next_membership(entry, day) is None:
             return Decision()
         decision = self._review_timer(entry, r)
         decision.extend(self._inactivity_timer(entry, r))
         return decision
 
     def after_sent(self, o: Obligation, at: datetime) -> Decision:
-        """Follow-ups once an obligation has been sent: C1 repeats every 6 months while nothing happens."""
-        if o.rule != "C1" or o.person is None:
+        """Follow-ups once an obligation has been sent: C1 repeats every 6 months while nothing happens (and
+        while on the register); after C2, a re-selection the register records has its own two years."""
+        if o.rule not in ("C1", "C2") or o.person is None:
             return Decision()
         entry = self.register.get(o.person.person_id)
         period = entry.period_at(cal.london_date(at)) if entry is not None else None
         if entry is None or period is None:
             return Decision()
+        if o.rule == "C2":
+            end = membership_end(entry, period)
+            later = next_membership(entry, end) if end is not None else None
+            return self._review_timer(entry, at, later) if later is not None else Decision()
         if o.facts.get("anchor") != max(membership_start(entry, period),
                                         self._activity.get(entry.person_id, date.min)).isoformat():
             return Decision()
