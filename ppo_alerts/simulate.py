@@ -286,7 +286,7 @@ def _peek_start(lines: Iterator[tuple[int, str]], start: datetime | None
         held.append((number, text))
         try:
             return parse_instant(json.loads(text).get("at"), "at"), held
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # reported when the line is read in turn
             continue
     return None
 
@@ -303,6 +303,9 @@ def _drive(engine: SimulationEngine, held: list[tuple[int, str]], lines: Iterabl
             record = json.loads(text)
         except ValueError as exc:
             engine.rejected.append(Rejection(number, f"not JSON: {exc}"))
+            continue
+        except RecursionError:  # a line nested thousands deep: reported like any bad line, the run goes on
+            engine.rejected.append(Rejection(number, "not JSON: nested too deeply"))
             continue
         try:
             if not isinstance(record, dict) or "body" not in record:

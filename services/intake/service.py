@@ -37,7 +37,14 @@ from shared.clock import Clock
 from shared.consumer_watch import WATCH
 from shared.errors import InputRejected
 from shared.events import EventBase
-from shared.kafka import RECEIVED_AT_HEADER, dead_letter_guard, dumps, parked_payload, records_as_they_are
+from shared.kafka import (
+    MAX_PARKED_PAYLOAD_BYTES,
+    RECEIVED_AT_HEADER,
+    dead_letter_guard,
+    dumps,
+    parked_payload,
+    records_as_they_are,
+)
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -233,18 +240,17 @@ class IntakeService:
         wait = self.rate_limiter.take(agency)  # every request costs one event, even one refused
         if wait:
             return _too_many(wait)
-        length = request.headers.get("content-length")
         limit = self.settings.intake_max_body_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            return _error(413, f"body larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                return _error(413, f"body larger than {limit} bytes")
-        raw = b"".join(chunks)
+        length = request.headers.get("content-length")
+        declared_too_large = length is not None and length.isdigit() and int(length) > limit
+        # A body declared too large is read only as far as a dead letter keeps (its head, to recognise it by)
+        raw, too_large = await _read_body(request, MAX_PARKED_PAYLOAD_BYTES if declared_too_large else limit)
+        if too_large or declared_too_large:
+            refused = InputRejected("body too large", [{"field": "(body)", "problem": (
+                f"larger than PPO_INTAKE_MAX_BODY_BYTES ({limit} bytes): send it in smaller arrays; its first "
+                f"bytes are kept")}])
+            await self.dead_letter(raw, "http", refused, agency)
+            return JSONResponse(refused.as_dict() | {"error": f"body larger than {limit} bytes"}, status_code=413)
         now = self.clock.now()
         if problem := content_type_problem(request.headers.get("content-type")):
             refused = InputRejected("unsupported content type", [{"field": "content-type", "problem": problem}])
@@ -334,6 +340,19 @@ class IntakeService:
 
 ACK_FIELDS = ("o", "r", "e", "s")
 ACK_BODY_LIMIT = 4096  # four short signed values
+
+
+async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
+    """The body, or as much as was read before it passed `limit` (then True: it is too large). Chunks joined
+    once: adding bytes to bytes per chunk is quadratic in a 2 MB body."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks), True
+    return b"".join(chunks), False
 
 
 async def _small_body(request: Request, limit: int) -> bytes:

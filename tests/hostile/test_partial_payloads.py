@@ -166,3 +166,14 @@ def test_the_rate_limit_counts_events_not_requests() -> None:
     assert [a.status_code for a in answers] == [202, 429, 202]
     assert int(answers[1].headers["Retry-After"]) >= 1
     assert len(events(broker)) == 8  # nothing of the refused batch was published; the last was a duplicate id
+
+
+def test_a_body_over_the_limit_is_refused_413_and_its_head_kept() -> None:
+    application, broker = service(intake_max_body_bytes=1_000_000)
+    big = json.dumps([{"type": "prison.reception", "notes": "x" * 1000}] * 1500).encode()  # about 1.5 MB
+    (answer,) = post(application, [(big, JSON)])
+    assert answer.status_code == 413 and answer.json()["problems"][0]["field"] == "(body)"
+    [kept] = dead_letters(broker)
+    assert kept["reason"] == "body too large" and kept["payload_truncated"] is True
+    assert big.startswith(kept["payload"].encode())  # its head, to recognise it and ask the sender
+    assert events(broker) == []
