@@ -34,12 +34,13 @@ from shared.ack import EscalationRequest
 from shared.clock import Clock
 from shared.consumer_watch import WATCH
 from shared.kafka import dead_letter_guard, dumps, records_as_they_are
-from shared.obligations import DeliveryOutcome, NotificationRequest
+from shared.obligations import DeliveryOutcome, NotificationRequest, history_entry
 from shared.settings import Settings
 from shared.topics import Topics
 
 log = logging.getLogger("ppo.notifier")
 
+ESCALATION_FAILED = "escalation failed: every escalation contact refused it permanently (see the send log)"
 PARTITION_WORKERS = 3  # the partitions of the notifications topic (shared.kafka.ensure_topics)
 
 
@@ -119,6 +120,12 @@ class NotifierService:
             await asyncio.to_thread(self.pipeline.sendlog.clear_redelivery, key)
         for out in outcomes:
             await self.publish_outcome(out)
+        refused_now = [x for x in outcomes if x.outcome == "permanent-failure" and not x.detail.startswith(
+            "refused earlier")]  # a redelivered request reports the earlier refusal again: noted once
+        if refused_now and all(x.outcome == "permanent-failure" for x in outcomes):
+            # The scheduler wrote "escalated" when it asked; the history must not leave it at that.
+            o.history.append(history_entry(self.clock.now(), ESCALATION_FAILED))
+            await self.broker.publish(dumps(o), self.topics.obligations, key=o.obligation_id.encode())
         log.info("escalation handled", extra={"obligation_id": o.obligation_id, "rule": o.rule,
                                               "outcomes": sorted({x.outcome for x in outcomes})})
 
