@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import logging
 import signal
+import sys
 from typing import Any
 
 from shared.clock import Clock, SystemClock
@@ -61,9 +62,25 @@ async def _main(names: list[str], settings: Settings) -> None:
 def run_services(names: list[str]) -> int:
     settings = load_settings()  # a bad setting: one line each on stderr, exit 2
     configure_logging(settings.log_level)
+    from aiokafka.errors import KafkaError
+
+    from shared.directory import DirectoryError
+    from shared.register import RegisterError
+
+    # What the environment names and cannot be used: one line naming the setting, exit 2 (no traceback)
     try:
         asyncio.run(_main(names, settings))
+    except KafkaError as exc:
+        print(f"ppo-alerts: PPO_KAFKA_BOOTSTRAP: cannot reach Kafka at {settings.kafka_bootstrap} ({exc}): start "
+              f"it, or point PPO_KAFKA_BOOTSTRAP at a broker", file=sys.stderr)
+        return 2
+    except DirectoryError as exc:
+        print(f"ppo-alerts: PPO_DIRECTORY_FILE: {exc}", file=sys.stderr)
+        return 2
+    except RegisterError as exc:
+        print(f"ppo-alerts: PPO_REGISTER_FILE: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"ppo-alerts: cannot start: {exc}")
+        print(f"ppo-alerts: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

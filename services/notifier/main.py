@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 from services.notifier.pipeline import DeliveryPipeline, RetryPolicy
@@ -19,13 +20,24 @@ from shared.settings import Settings
 
 
 def smtp_settings(settings: Settings) -> SmtpSettings:
-    return SmtpSettings(
-        host=settings.smtp_host, port=settings.smtp_port, tls_mode=settings.smtp_tls_mode,
-        allow_plaintext=settings.smtp_allow_plaintext, username=settings.smtp_username,
-        password=settings.smtp_password, timeout_s=settings.smtp_timeout_s, pool_size=settings.smtp_pool_size,
-        sender=settings.smtp_sender, court_sender=settings.smtp_court_sender,
-        validate_certs=settings.smtp_validate_certs,
-    )
+    """The SMTP client's settings; a problem is one line naming the PPO_SMTP_* variable (exit 2), as for every
+    other setting: SmtpSettings checks the sender addresses, which Settings does not."""
+    from pydantic import ValidationError
+
+    try:
+        return SmtpSettings(
+            host=settings.smtp_host, port=settings.smtp_port, tls_mode=settings.smtp_tls_mode,
+            allow_plaintext=settings.smtp_allow_plaintext, username=settings.smtp_username,
+            password=settings.smtp_password, timeout_s=settings.smtp_timeout_s, pool_size=settings.smtp_pool_size,
+            sender=settings.smtp_sender, court_sender=settings.smtp_court_sender,
+            validate_certs=settings.smtp_validate_certs,
+        )
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            field = str(error["loc"][0]) if error["loc"] else "(smtp)"
+            print(f"ppo-alerts: PPO_SMTP_{field.upper()}: {str(error['msg']).removeprefix('Value error, ')}",
+                  file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
