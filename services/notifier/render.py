@@ -8,6 +8,13 @@ template under `templates/rules/`; both extend a shared layout (`templates/base.
 Guarantees of a `RenderedMessage` (each failure is a `RenderError`, which the pipeline records as a
 permanent failure with its reason):
 - no CR or LF in the recipient, sender or subject (`HeaderInjectionRefused`): header injection is impossible;
+- the subject is `OFFICIAL-SENSITIVE: <fixed wording> (<rule>, ref <8 hex>)`: the wording is the template's
+  `subject` block, rendered with only `court`, `rule` and `ref` defined (StrictUndefined), so no name,
+  identifier, date, place or other payload value can reach the subject, a lock screen or a gateway log;
+  `ref` is the first 8 hex digits of sha256 of the delivery key (`reference_for`), shown near the top of
+  both bodies so a caller can quote it;
+- every body carries the classification marking (`CLASSIFICATION`) at its top and bottom, and the email an
+  `X-Classification` header;
 - nothing over `max_message_bytes` (default 1 MB) (`MessageTooLarge`);
 - for a court recipient (role `court`, or flagged by the caller), the words "PPO", "prolific" and
   "priority offender" appear nowhere in the subject, the bodies, the acknowledgement link, the From header or
@@ -35,6 +42,7 @@ from shared.custody import DIGEST
 from shared.obligations import Obligation
 
 __all__ = [
+    "CLASSIFICATION",
     "COURT_FORBIDDEN",
     "DIGEST",
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -52,10 +60,14 @@ __all__ = [
     "delivery_key",
     "format_london",
     "message_id_for",
+    "reference_for",
     "validate_address",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+
+# UK Government Security Classifications: every subject starts with it, every body opens and closes with it.
+CLASSIFICATION = "OFFICIAL-SENSITIVE"
 
 RULES: tuple[str, ...] = (
     "A1",
@@ -321,6 +333,12 @@ def delivery_key(obligation_id: str, escalation: bool = False) -> str:
     return f"{obligation_id}#escalation" if escalation else obligation_id
 
 
+def reference_for(key: str) -> str:
+    """The short opaque reference of a delivery key ('3f9a1c2e'): in the subject and near the top of the
+    body, for people to quote on the phone; it names nobody and can only be matched by the service."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
 def message_id_for(key: str, recipient: str, domain: str = "ppo-alerts") -> str:
     # 128 bits of sha256: unique enough, and short enough that the header is never folded.
     digest = hashlib.sha256(f"{key}\n{recipient.strip().lower()}".encode()).hexdigest()[:32]
@@ -391,6 +409,7 @@ class RenderedMessage:
         msg[f"{prefix}-Rule"] = self.rule
         msg[f"{prefix}-Template"] = self.template_version
         msg["Auto-Submitted"] = "auto-generated"
+        msg["X-Classification"] = CLASSIFICATION
         msg.set_content(self.text)
         msg.add_alternative(self.html, subtype="html")
         for a in self.attachments:
@@ -507,15 +526,22 @@ class Renderer:
         if ack_url is not None:
             if _CRLF.search(ack_url) or not re.match(r"^https?://", ack_url):
                 raise HeaderInjectionRefused("acknowledgement link must be a single-line http(s) URL")
+        key = delivery_key(obligation.obligation_id, escalation and obligation.rule != ESCALATION)
+        ref = reference_for(key)
         context = self._context(obligation, recipient, role, ack_url, now, court, escalation_reason)
+        context.update(ref=ref, original_ref=reference_for(obligation.obligation_id), classification=CLASSIFICATION)
         attachments: tuple[Attachment, ...] = ()
         if name == DIGEST:
             context.update(digest_context(context["facts"], context["bcu"], now))
             context["key_facts"] = self._digest_facts(context)
             attachments = (Attachment(context["custody_csv_name"], "text/csv", context["custody_csv"]),)
         try:
-            subject = "".join(compiled.text.blocks["subject"](compiled.text.new_context(context))).strip()
-            subject = re.sub(r"[ \t]{2,}", " ", subject)
+            # The subject block sees only these three names: a template that reaches for a payload value
+            # (person_label, establishment, facts, ...) fails here (StrictUndefined) instead of leaking it.
+            subject_context = {"court": court, "rule": obligation.rule, "ref": ref}
+            wording = "".join(compiled.text.blocks["subject"](compiled.text.new_context(subject_context))).strip()
+            wording = re.sub(r"[ \t]{2,}", " ", wording)
+            subject = f"{CLASSIFICATION}: {wording} ({obligation.rule}, ref {ref})"
             context["subject"] = subject
             text = compiled.text.render(context)
             html = compiled.html.render(context)
@@ -537,7 +563,6 @@ class Renderer:
             raise MessageTooLarge(
                 f"message is {size} bytes, over the limit of {self.max_message_bytes} bytes"
             )
-        key = delivery_key(obligation.obligation_id, escalation and obligation.rule != ESCALATION)
         domain = self.court_message_id_domain if court else self.message_id_domain
         return RenderedMessage(
             obligation_id=obligation.obligation_id,

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from ppo_alerts.runner import start_services, stop_services
+from services.notifier.render import reference_for
 from services.rules.rulebook import RuleBook, RuleTimings
 from services.scheduler.digest import digest_at
 from services.scheduler.main import SchedulerBusy, rebuild
@@ -329,7 +330,9 @@ async def test_failure_is_escalated_at_once_and_once(settings: Settings, stack: 
     await asyncio.sleep(3.0)
     assert len(escalation_mails(smtp)) == 1
     mail = escalation_mails(smtp)[0].message
-    assert mail["X-PPO-Obligation"] == f"{states[0].obligation_id}#escalation" and "escalation" in mail["Subject"]
+    assert mail["X-PPO-Obligation"] == f"{states[0].obligation_id}#escalation"
+    ref = reference_for(f"{states[0].obligation_id}#escalation")
+    assert mail["Subject"].strip() == f"OFFICIAL-SENSITIVE: PPO alert escalation (A1, ref {ref})"
 
 
 async def test_acknowledgement_stops_escalation_and_a_forged_link_does_nothing(settings: Settings, stack: Any,

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr, ValidationError
 
 from services.notifier.pipeline import DeliveryPipeline, RetryPolicy, obligation_status
-from services.notifier.render import COURT_FORBIDDEN, Renderer, message_id_for
+from services.notifier.render import COURT_FORBIDDEN, Renderer, message_id_for, reference_for
 from services.notifier.sendlog import SendLog
 from services.notifier.smtp import EmailSender, OneShotSmtpSender, SmtpSender, SmtpSettings
 from shared.clock import FixedClock
@@ -384,9 +384,12 @@ async def test_received_message_is_the_rendered_one(
         message = received.message
         assert message["Message-ID"].strip() == message_id_for(o.obligation_id, recipient)
         assert message["X-PPO-Obligation"] == o.obligation_id and message["X-PPO-Rule"] == "A1"
-        assert message["Subject"].strip() == "PPO received into custody: Sam EXAMPLE (A1234BC) at LEI"
+        ref = reference_for(o.obligation_id)
+        assert message["Subject"].strip() == f"OFFICIAL-SENSITIVE: PPO received into custody (A1, ref {ref})"
+        assert message["X-Classification"] == "OFFICIAL-SENSITIVE"
         body = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert "https://ack.notify.example.gov.uk/a/" in body
+        assert body.startswith("OFFICIAL-SENSITIVE") and f"Ref {ref} (rule A1)" in body
         assert message.get_body(("html",)) is not None
     assert {x.message_id for x in outcomes} == {message_id_for(o.obligation_id, r) for r in (PPO, PROBATION)}
     assert all(len(x.template_version) == 12 for x in outcomes)
@@ -414,7 +417,10 @@ async def test_court_recipient_gets_a_neutral_message(
     assert not COURT_FORBIDDEN.search(received.content.decode("utf-8", "replace"))
     assert received.mail_from == "notices@notify.example.gov.uk"
     [police] = server.messages_for(PPO)
-    assert police.message["Subject"].strip().startswith("PPO bail decision")
+    ref = reference_for(o.obligation_id)
+    assert police.message["Subject"].strip() == f"OFFICIAL-SENSITIVE: PPO bail decision (B1, ref {ref})"
+    assert received.message["Subject"].strip() == f"OFFICIAL-SENSITIVE: Bail decision (B1, ref {ref})"
+    assert "B01LY00" not in police.message["Subject"] + received.message["Subject"]
 
 
 async def test_escalation_is_its_own_message_sent_once(
@@ -435,7 +441,9 @@ async def test_escalation_is_its_own_message_sent_once(
     assert [x.outcome for x in first] == ["sent"] and [x.outcome for x in second] == ["duplicate-suppressed"]
     assert first[0].rule == "escalation" and first[0].obligation_id == o.obligation_id
     [received] = server.messages_for(duty)
-    assert received.message["Subject"].strip().startswith("PPO alert escalation (A1): not delivered in time")
+    ref = reference_for(f"{o.obligation_id}#escalation")
+    assert received.message["Subject"].strip() == f"OFFICIAL-SENSITIVE: PPO alert escalation (A1, ref {ref})"
+    assert "not delivered in time" in received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert len(server.messages) == 2
 
 

@@ -20,6 +20,7 @@ from services.notifier.render import (
     UnknownRule,
     format_london,
     message_id_for,
+    reference_for,
 )
 from shared.obligations import HistoryEntry, Obligation, PersonRef
 
@@ -175,22 +176,34 @@ def test_message_states_who_where_when_what_and_source(renderer: Renderer, rule:
             assert PRISON_RULES[rule] in body
         if rule in COURT_RULES:
             assert "B01LY00" in body
-    if rule != "C6":
-        assert "Sam EXAMPLE" in m.subject
-    assert m.subject.startswith(("PPO", "Youth PPO"))
+    ref = reference_for(m.delivery_key)
+    assert m.subject.startswith(("OFFICIAL-SENSITIVE: PPO ", "OFFICIAL-SENSITIVE: Youth PPO "))
+    assert m.subject.endswith(f" ({rule}, ref {ref})")
+    assert "Sam" not in m.subject and "EXAMPLE" not in m.subject.upper()
     assert len(m.subject) < 120
+    for body in (m.text, m.html):
+        assert body.lstrip().startswith(("OFFICIAL-SENSITIVE", "<!DOCTYPE html>"))
+        assert body.rstrip().endswith(("OFFICIAL-SENSITIVE", "</html>"))
+        assert body.count("OFFICIAL-SENSITIVE") >= 2
+        # the reference is near the top, where someone on the phone can find it
+        assert ref in body[: body.index("What you need to do")]
     assert m.rule == rule and m.template_version == renderer.template_version(rule)
     assert "\n" not in m.subject
 
 
-def test_subject_is_short_and_names_person_identifier_and_establishment(renderer: Renderer) -> None:
+def test_subject_is_fixed_wording_rule_and_reference_only(renderer: Renderer) -> None:
     m = renderer.render(obligation("A1"), PPO_ADDRESS, "ppo", None, NOW)
-    assert m.subject == "PPO received into custody: Sam EXAMPLE (A1234BC) at LEI"
+    ref = reference_for("A1-0123456789abcdef01234567")
+    assert ref == "865dc592" and len(ref) == 8  # first 8 hex digits of sha256 of the delivery key
+    assert m.subject == f"OFFICIAL-SENSITIVE: PPO received into custody (A1, ref {ref})"
+    assert f"Ref {ref} (rule A1)" in m.text.splitlines()[2]
+    assert f"Ref <strong>{ref}</strong> (rule A1)" in m.html
 
 
-def test_police_subjects_use_the_pnc(renderer: Renderer) -> None:
+def test_warrant_subject_names_no_person_and_no_court(renderer: Renderer) -> None:
     m = renderer.render(obligation("A2"), PPO_ADDRESS, "ppo", None, NOW)
-    assert m.subject == "PPO failure-to-appear warrant, grade A: Sam EXAMPLE (2004/0012345D), court B01LY00"
+    ref = reference_for(m.delivery_key)
+    assert m.subject == f"OFFICIAL-SENSITIVE: PPO failure-to-appear warrant, grade A (A2, ref {ref})"
 
 
 @pytest.mark.parametrize("rule", sorted(WARRANTS))
@@ -230,7 +243,8 @@ def test_no_ack_link_when_none_given(renderer: Renderer) -> None:
 
 def test_list_review_has_no_person_and_renders_a_table(renderer: Renderer) -> None:
     m = renderer.render(obligation("C6"), "coord@westyorkshire.police.uk", "coordinator", ACK, NOW)
-    assert m.subject == "PPO list review for 13-LD (2026-02): 2 people"
+    assert m.subject == f"OFFICIAL-SENSITIVE: PPO list review (C6, ref {reference_for(m.delivery_key)})"
+    assert "13-LD" not in m.subject and "2026-02" not in m.subject and "2 people" not in m.subject
     assert "Sam EXAMPLE | 2004/0012345D | A1234BC | premium | Monday 6 January 2025 | in custody" in m.text
     assert "Alex SAMPLE | - | B2345CD | - | Monday 2 June 2025 | - | burglary" in m.text
     assert m.html.count('<tr style="border-bottom: 1px solid #b1b4b6;">') == 2  # one row a person
@@ -251,8 +265,9 @@ def test_missing_facts_and_identifiers_still_render(renderer: Renderer, rule: st
     o = obligation(rule, facts={}, person=None if rule == "C6" else thin, occurred_at=None)
     m = renderer.render(o, PPO_ADDRESS, "", None, NOW)
     assert m.subject and m.text and m.html
+    assert "A1234BC" not in m.subject and m.subject.startswith("OFFICIAL-SENSITIVE: ")
     if rule != "C6":
-        assert "A1234BC" in m.subject
+        assert "A1234BC" in m.text
         assert "not recorded" in m.text  # name and date of birth
 
 
@@ -268,7 +283,11 @@ def test_escalation_message(renderer: Renderer) -> None:
     m = renderer.render(
         o, "duty@westyorkshire.police.uk", "escalation", ACK, NOW, escalation_reason="not delivered in time"
     )
-    assert m.subject == "PPO alert escalation (A2): not delivered in time: Sam EXAMPLE (2004/0012345D)"
+    ref = reference_for(f"{o.obligation_id}#escalation")
+    assert m.subject == f"OFFICIAL-SENSITIVE: PPO alert escalation (A2, ref {ref})"
+    assert "not delivered in time" not in m.subject  # the reason is in the body
+    assert "ESCALATION: not delivered in time" in m.text and ref in m.text
+    assert f"The notice (ref {reference_for(o.obligation_id)})" in m.text  # the original notice's reference
     assert "notify_by passed without acceptance" in m.text
     assert "Thursday 12 February 2026, 14:00: notify_by passed" in m.text
     assert "<li>" in m.html and ACK in m.html
@@ -390,6 +409,7 @@ def test_email_has_alternatives_headers_and_deterministic_message_id(renderer: R
     assert email["Subject"] == m.subject
     assert email["X-PPO-Obligation"] == o.obligation_id
     assert email["X-PPO-Rule"] == "A1"
+    assert email["X-Classification"] == "OFFICIAL-SENSITIVE"
     assert email["Message-ID"] == m.message_id == message_id_for(o.obligation_id, PPO_ADDRESS)
     assert email.get_content_type() == "multipart/alternative"
     kinds = [part.get_content_type() for part in email.iter_parts()]
@@ -426,13 +446,54 @@ def test_bad_recipient_refused(renderer: Renderer, recipient: str) -> None:
         renderer.render(obligation("A1"), recipient, "ppo", None, NOW)
 
 
-def test_line_break_in_subject_refused(renderer: Renderer) -> None:
-    person = PERSON.model_copy(update={"given_name": "Sam\r\nBcc: someone@example.com"})
+def test_line_breaks_in_payload_values_cannot_reach_the_subject(renderer: Renderer) -> None:
+    person = PERSON.model_copy(update={"given_name": "Eve\r\nBcc: x@example.com"})
+    o = obligation("A1", person=person, facts={"prison_id": "LEI\r\nX: y", "reason": "new"})
+    m = renderer.render(o, PPO_ADDRESS, "ppo", None, NOW)  # renders: nothing from the payload is in the subject
+    email = m.to_email("PPO Alerts <alerts@notify.example.gov.uk>")
+    subject = email["Subject"]
+    ref = reference_for(o.obligation_id)
+    assert subject == m.subject == f"OFFICIAL-SENSITIVE: PPO received into custody (A1, ref {ref})"
+    assert "\r" not in subject and "\n" not in subject
+    assert "Eve" not in subject and "Bcc" not in subject and "LEI" not in subject and "X: y" not in subject
+    raw = email.as_bytes()
+    headers = raw.split(b"\n\n", 1)[0].decode()  # wire form: as the gateway would log it
+    assert "Eve" not in headers and "\nBcc:" not in headers and "\nX: y" not in headers
+    assert email["Bcc"] is None and email["X"] is None
+    # The body has the name (escaped in the HTML), inside the text and not as a header.
+    assert "Eve\r\nBcc: x@example.com" in m.text
+    assert "Eve\r\nBcc: x@example.com" in m.html and "<script" not in m.html
+    hostile = PERSON.model_copy(update={"given_name": "<script>Eve</script>"})
+    escaped = renderer.render(obligation("A1", person=hostile), PPO_ADDRESS, "ppo", None, NOW)
+    assert "&lt;script&gt;Eve&lt;/script&gt;" in escaped.html and "<script>" not in escaped.html
+
+
+def test_line_break_in_subject_refused() -> None:
+    # The defence stays: a subject with a line break (here from a template's own wording) is refused.
+    source = '{% extends "base.txt.j2" %}{% block subject %}Received\nBcc: someone@example.com{% endblock %}'
+    broken = jinja2.DictLoader({"rules/A1.txt.j2": source})
+    renderer = Renderer(
+        loader=jinja2.ChoiceLoader([broken, jinja2.PackageLoader("services.notifier", "templates")])
+    )
     with pytest.raises(HeaderInjectionRefused):
-        renderer.render(obligation("A1", person=person), PPO_ADDRESS, "ppo", None, NOW)
-    o = obligation("A1", facts={"prison_id": "LEI\nBcc: someone@example.com", "reason": "new"})
+        renderer.render(obligation("A1"), PPO_ADDRESS, "ppo", None, NOW)
+    m = Renderer().render(obligation("A1"), PPO_ADDRESS, "ppo", None, NOW)
     with pytest.raises(HeaderInjectionRefused):
-        renderer.render(o, PPO_ADDRESS, "ppo", None, NOW)
+        dataclasses.replace(m, subject=m.subject + "\r\nBcc: someone@example.com").to_email(
+            "alerts@notify.example.gov.uk"
+        )
+
+
+@pytest.mark.parametrize("name", ["person_label", "establishment", "facts", "person", "escalation_reason", "bcu"])
+def test_the_subject_block_cannot_reach_payload_values(name: str) -> None:
+    source = '{% extends "base.txt.j2" %}{% block subject %}PPO received: {{ ' + name + " }}{% endblock %}"
+    broken = jinja2.DictLoader({"rules/A1.txt.j2": source})
+    renderer = Renderer(
+        loader=jinja2.ChoiceLoader([broken, jinja2.PackageLoader("services.notifier", "templates")])
+    )
+    with pytest.raises(TemplateFailed) as caught:
+        renderer.render(obligation("A1"), PPO_ADDRESS, "ppo", None, NOW)
+    assert isinstance(caught.value.__cause__, jinja2.UndefinedError)
 
 
 def test_line_break_in_sender_or_ack_link_refused(renderer: Renderer) -> None:

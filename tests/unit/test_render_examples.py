@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ppo_alerts.render_examples import examples, sample_obligation, write_examples
-from services.notifier.render import COURT_FORBIDDEN, RULES
+from ppo_alerts.render_examples import (
+    ADDRESSES,
+    examples,
+    sample_custody_rows,
+    sample_now,
+    sample_obligation,
+    write_examples,
+)
+from services.notifier.render import COURT_FORBIDDEN, RULES, Renderer, reference_for
+from shared.custody import DIGEST
+from shared.obligations import Obligation
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "emails"
@@ -37,3 +48,71 @@ def test_docs_emails_is_up_to_date(tmp_path: Path) -> None:
         "`python -m ppo_alerts.render_examples docs/emails --screenshots A2,D2`"
     )
     assert (DOCS / "A2.png").exists() and (DOCS / "D2.png").exists()
+
+
+# Facts that are places, dates or free text (not the rule book's own codes such as kind "hdc" or "fta").
+PAYLOAD_TEXT = frozenset({
+    "prison_id", "from_prison_id", "to_prison_id", "court_code", "from_bcu", "to_bcu", "warrant_id", "reason",
+    "release_date", "starts_at", "ends_at", "eligibility_date", "decision_due", "selected_on", "anchor", "period",
+})
+
+
+def _personal_values(o: Obligation) -> set[str]:
+    """What a subject must never carry: names, dates of birth, identifiers, establishments, courts, areas,
+    dates and any other value the sample's payload holds (the C6 list's people included)."""
+    values: set[str] = set()
+    people: list[dict[str, Any]] = [p for p in o.facts.get("ppos", []) if isinstance(p, dict)]
+    if o.person is not None:
+        people.append(o.person.model_dump())
+    for p in people:
+        for key in ("given_name", "family_name", "pnc", "cro", "noms", "crn"):
+            if p.get(key):
+                values.add(str(p[key]))
+        born = p.get("date_of_birth")
+        if born:
+            values |= {born.isoformat(), f"{born.day} ", str(born.year)}
+    for key, value in o.facts.items():
+        if key in PAYLOAD_TEXT and isinstance(value, str) and value:
+            values.add(value)
+    if o.bcu:
+        values.add(o.bcu)
+    return values
+
+
+SUBJECT = re.compile(r"OFFICIAL-SENSITIVE: [A-Za-z][A-Za-z ,:-]* \((?P<rule>[A-D][0-9]), ref [0-9a-f]{8}\)")
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("role", ["usual", "court"])
+def test_no_subject_carries_personal_data_or_payload_text(rule: str, role: str) -> None:
+    o = sample_obligation(rule)
+    [address] = o.recipients
+    if role == "court":
+        address, role = ADDRESSES["court"], "court"
+    else:
+        role = o.recipient_roles[address]
+    m = Renderer().render(o, address, role, None, sample_now(rule))
+    subject = m.subject
+    assert subject.startswith("OFFICIAL-SENSITIVE: ")
+    match = SUBJECT.fullmatch(subject)  # fixed words, the rule code and the reference: no digits, no codes
+    assert match and match["rule"] == rule, subject
+    assert subject.endswith(f"ref {reference_for(m.delivery_key)})")
+    wording = subject[: subject.rindex(" (")]
+    for value in _personal_values(o):
+        assert value.strip().lower() not in wording.lower(), (value, subject)
+        assert value.upper() not in subject, (value, subject)
+    assert "\r" not in subject and "\n" not in subject
+
+
+def test_no_example_subject_carries_personal_data() -> None:
+    for ex in examples():
+        m = ex.message
+        assert SUBJECT.fullmatch(m.subject), m.subject
+        for marked in (m.text, m.html):
+            assert marked.count("OFFICIAL-SENSITIVE") >= 2, ex.name
+    escalation = next(ex.message for ex in examples() if ex.name == "escalation")
+    assert "not delivered" not in escalation.subject
+    digest = next(ex.message for ex in examples() if ex.name == DIGEST)
+    for row in sample_custody_rows():
+        assert row.person_name.split()[0] not in digest.subject and row.prison not in digest.subject
+    assert "13-LD" not in digest.subject and "in custody" not in digest.subject

@@ -19,7 +19,7 @@ import pytest
 
 from ppo_alerts import cli
 from ppo_alerts.simulate import MessageSink, Refusal, SimulationEngine, parse_instant, run
-from services.notifier.render import Renderer, TemplateFailed
+from services.notifier.render import Renderer, TemplateFailed, reference_for
 from shared.directory import Directory
 from shared.obligations import Obligation
 from shared.register import Register
@@ -180,7 +180,11 @@ def test_one_rfc5322_message_per_obligation_and_recipient(tmp_path: Path) -> Non
     parser = BytesParser(policy=policy.default)
     for name, (o, recipient) in expected.items():
         msg = parser.parsebytes(files[name].read_bytes())
-        assert msg["To"] == recipient and msg["From"] and msg["Subject"] and msg["Message-ID"] and msg["Date"]
+        assert msg["To"] == recipient and msg["From"] and msg["Message-ID"] and msg["Date"]
+        subject = msg["Subject"].strip()
+        assert subject.startswith("OFFICIAL-SENSITIVE: ")
+        assert subject.endswith(f"({o['rule']}, ref {reference_for(o['obligation_id'])})")
+        assert msg["X-Classification"] == "OFFICIAL-SENSITIVE"
         assert msg.get_content_type() == "multipart/alternative"
         assert {part.get_content_type() for part in msg.iter_parts()} >= {"text/plain", "text/html"}
         assert o["obligation_id"] in (msg.get("X-PPO-Obligation") or "")
