@@ -43,6 +43,20 @@ class HistoryEntry(BaseModel):
 _history_entry = trusted_constructor(HistoryEntry)
 
 
+RAISED_AGAIN = "raised again: its fact was reported anew after the earlier attempt failed"
+
+
+def attempts(history: list[HistoryEntry]) -> int:
+    """How many times an obligation was raised again after failing (each is a new attempt at the same duty)."""
+    return sum(1 for h in history if h.what == RAISED_AGAIN)
+
+
+def this_attempt(history: list[HistoryEntry]) -> list[HistoryEntry]:
+    """The entries since it was last raised again: what the current attempt has done (fired, escalated...)."""
+    starts = [i for i, h in enumerate(history) if h.what == RAISED_AGAIN]
+    return history[starts[-1]:] if starts else history
+
+
 def history_entry(at: datetime, what: str) -> HistoryEntry:
     """A history line, from our own clock (aware: checked) and our own words."""
     if at.tzinfo is None or at.utcoffset() is None:

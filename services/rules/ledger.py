@@ -14,7 +14,7 @@ from services.rules.rulebook import RULES, SLOT_RULES, Candidate, RuleBook
 from shared import calendar as cal
 from shared.calendar import london_date
 from shared.events import EVENT_TYPES, EventBase
-from shared.obligations import Obligation, history_entry, obligation_id
+from shared.obligations import RAISED_AGAIN, Obligation, attempts, history_entry, obligation_id
 from shared.register import Period, RegisterEntry, RegisterError
 
 
@@ -40,6 +40,12 @@ class Decision:
 _NOT_ON_REGISTER = Decision(ignored="not-on-register")
 _NOT_ON_REGISTER_AT_EVENT_TIME = Decision(ignored="not-on-register-at-event-time")
 _REGISTER_EVENTS = frozenset(t for t in EVENT_TYPES if t.startswith("register."))
+
+
+def _reported_anew_after_failure(existing: Obligation | None, event: EventBase | None) -> bool:
+    """A failed obligation's fact in an event it has not seen (a replay of one it has is a duplicate)."""
+    return (existing is not None and existing.status == "failed" and event is not None
+            and event.id not in existing.source_event_ids)
 
 
 def _note(o: Obligation, at: datetime, what: str) -> None:
@@ -108,6 +114,18 @@ class Ledger:
                 if anchor > self._activity.get(pid, date.min):
                     self._activity[pid] = anchor
 
+    def learn_failure(self, o: Obligation) -> bool:
+        """Another service recorded that this attempt failed (every recipient refused for good): remember it, so
+        that a new report of the fact tries again. A failure of an earlier attempt, read late, changes nothing."""
+        known = self.obligations.get(o.obligation_id)
+        if known is None or o.status != "failed" or known.status != "pending" or \
+                attempts(o.history) < attempts(known.history):
+            return False
+        known.status = "failed"
+        known.history = sorted({(h.at, h.what): h for h in [*known.history, *o.history]}.values(),
+                               key=lambda h: h.at)
+        return True
+
     def get(self, obligation_id: str) -> Obligation | None:
         return self.obligations.get(obligation_id)
 
@@ -155,13 +173,18 @@ class Ledger:
               bcu: str | None, decision: Decision) -> Obligation | None:
         oid = self.rulebook.identity(cand, entry, bcu)
         existing = self.obligations.get(oid)
-        if existing is not None and existing.status != "cancelled":  # known: not built again
+        retry = _reported_anew_after_failure(existing, event)
+        if existing is not None and existing.status != "cancelled" and not retry:  # known: not built again
             decision.duplicates.append(oid)
             if entry is not None and cand.rule in SLOT_RULES:
                 self._slots[(cand.rule, entry.person_id)] = oid
             return None
         o = self.rulebook.build(cand, entry, event, r, bcu, oid)
-        if existing is not None:  # the same fact again after it was cancelled (e.g. date moved back)
+        if existing is not None and retry:  # a failed send must not make the fact disappear: try again
+            o.history = [*existing.history]
+            o.source_event_ids = [*existing.source_event_ids, *o.source_event_ids]
+            _note(o, r, RAISED_AGAIN)
+        elif existing is not None:  # the same fact again after it was cancelled (e.g. date moved back)
             o.history = [*existing.history]
             _note(o, r, "revived: the fact it is about is current again")
         else:

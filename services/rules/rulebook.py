@@ -226,8 +226,10 @@ class RuleBook:
         remembered per (BCU, roles): not to be changed."""
         if "om" in roles:
             roles = tuple(om if role == "om" else role for role in roles)
-        if self._addressed_by is not self.directory:  # a new directory: forget the old addresses
-            self._addressed, self._addressed_by = {}, self.directory
+        # A new directory (a holder's reload replaces what it holds, not itself): forget the old addresses
+        in_force = getattr(self.directory, "current", self.directory)
+        if self._addressed_by is not in_force:
+            self._addressed, self._addressed_by = {}, in_force
         key = (bcu, roles)
         found = self._addressed.get(key)
         if found is None:

@@ -68,6 +68,12 @@ class RulesService:
             max_records=RULES_BATCH, batch_timeout_ms=50, ack_policy=AckPolicy.NACK_ON_ERROR,
             parser=batch_as_it_is, decoder=records_as_they_are,
         )(WATCH.watched("rules", self.topics.events, self.on_events))
+        # Every instance follows every obligation's state, without a group: a send that failed for good makes
+        # the next report of its fact try again (the ledger would otherwise take it for a duplicate).
+        broker.subscriber(
+            self.topics.obligations, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK_FIRST,
+            decoder=records_as_they_are,
+        )(WATCH.watched("rules", self.topics.obligations, self.on_obligation_state))
         self._stale = False  # a publish failed: the ledger knows more than Kafka does
 
     async def load_state(self) -> None:
@@ -138,6 +144,20 @@ class RulesService:
             self.sink.discard()
             self._stale = True
             raise
+
+    async def on_obligation_state(self, message: KafkaMessage) -> None:
+        """A state another service published: only a failure matters here. What cannot be read is the
+        scheduler's to dead-letter (it consumes the topic in a group); here it is skipped and counted."""
+        if self.ledger is None:
+            return
+        try:
+            o = Obligation.model_validate_json(message.body)
+        except ValueError:
+            metrics.EVENTS_IGNORED.labels(service="rules", reason="invalid-obligation-record").inc()
+            return
+        if self.ledger.learn_failure(o):
+            log.info("obligation failed; a new report of its fact will try again",
+                     extra={"obligation_id": o.obligation_id, "rule": o.rule})
 
     def evaluate(self, body: bytes, received_at: datetime) -> Decision:
         """One event through the ledger; what it decided, to publish. Invalid: raises, the caller dead-letters."""

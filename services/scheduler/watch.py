@@ -27,7 +27,7 @@ from typing import Literal
 from services.rules.rulebook import RULES
 from shared.ack import Acknowledgement
 from shared.calendar import add_working_hours
-from shared.obligations import HistoryEntry, Obligation
+from shared.obligations import HistoryEntry, Obligation, attempts, this_attempt
 
 __all__ = [
     "ACKNOWLEDGED", "BREACHED", "ESCALATED", "FIRED", "NOT_ESCALATED", "Step", "WatchPolicy", "escalated",
@@ -72,7 +72,8 @@ class WatchPolicy:
 
 
 def _first(o: Obligation, *prefixes: str) -> HistoryEntry | None:
-    return next((h for h in o.history if h.what.startswith(prefixes)), None)
+    """In the current attempt: an obligation raised again after failing is fired and escalated afresh."""
+    return next((h for h in this_attempt(o.history) if h.what.startswith(prefixes)), None)
 
 
 def fired(o: Obligation) -> bool:
@@ -181,11 +182,12 @@ def merge(known: Obligation | None, incoming: Obligation) -> Obligation:
 
     The rules service, the notifier and the scheduler all publish an obligation's state, each from its own copy.
     The merge keeps every history entry either side has, takes the incoming status unless it is behind the known
-    one (a cancellation or a revival from the rules service is always taken), and keeps notified_at."""
+    one (a cancellation, a revival or a new attempt from the rules service is always taken), and keeps notified_at."""
     if known is None:
         return incoming.model_copy(deep=True)
     merged = incoming.model_copy(deep=True)
-    if incoming.status != "cancelled" and known.status != "cancelled" and \
+    raised_again = attempts(incoming.history) > attempts(known.history)  # a new attempt: its status is taken
+    if incoming.status != "cancelled" and known.status != "cancelled" and not raised_again and \
             _PROGRESS[incoming.status] < _PROGRESS[known.status]:
         merged.status = known.status
     merged.notified_at = incoming.notified_at or known.notified_at

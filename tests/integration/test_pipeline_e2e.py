@@ -7,6 +7,7 @@ services run in this process, each with its own Kafka clients, as `ppo-alerts ru
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
@@ -136,3 +137,64 @@ async def test_malformed_body_gets_4xx_naming_the_field_and_is_dead_lettered(sta
     await wait_for(lambda: True)
     dead = [v for _, v in await read_to_end(settings, f"{settings.topic_prefix}.dead-letter") if v]
     assert len(dead) == 3 and all(b'"reason"' in d for d in dead)
+
+
+def notices(smtp: LoopbackSmtpServer) -> list:
+    return [m for m in smtp.messages if m.message["X-PPO-Rule"] == "A1"
+            and not m.message["X-PPO-Obligation"].endswith("#escalation")]
+
+
+async def test_a_failed_obligation_is_sent_when_its_fact_is_reported_again(kafka_bootstrap, tmp_path):
+    """Issue 14, item 1: an A1 with nobody to send to fails; once the directory is mended, the next report of the
+    same reception (another feed's event) is sent, under the same obligation id; a replay changes nothing."""
+    import copy
+
+    import yaml
+
+    broken = copy.deepcopy(DIRECTORY)
+    contacts = broken["bcus"]["13-LD"]["contacts"]
+    contacts["ppo"], contacts["probation"] = [], []
+    (tmp_path / "register.csv").write_text(REGISTER_CSV)
+    directory = tmp_path / "directory.yaml"
+    directory.write_text(yaml.safe_dump(broken))
+    smtp = LoopbackSmtpServer().start()
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}", directory_file=directory,
+        register_file=tmp_path / "register.csv", smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_tls_mode="plain",
+        smtp_allow_plaintext=True, state_dir=tmp_path / "state", intake_allow_anonymous=True, directory_reload_s=0.5,
+        intake_port=0, rules_port=0, scheduler_port=0, notifier_port=0,
+    )
+    running = await start_services(list(SERVICES), settings, SystemClock())
+    intake = next(s for s in running if s.name == "intake")
+    topic = f"{settings.topic_prefix}.obligations"
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{intake.http.port}", timeout=30) as client:
+            assert (await client.post("/v1/events", json=received())).status_code == 202
+
+            async def a1_states() -> list[bytes]:
+                return [v for _, v in await read_to_end(settings, topic) if v and b'"rule":"A1"' in v]
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while not any(b'"status":"failed"' in v for v in await a1_states()):
+                assert asyncio.get_running_loop().time() < deadline, "A1 never failed"
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)  # the rules service reads the failure from the topic
+            directory.write_text(yaml.safe_dump(DIRECTORY))  # mended
+            await asyncio.sleep(2.0)  # reloaded
+            again = {"id": f"canonical-{uuid.uuid4().hex[:6]}", "type": "prison.reception",
+                     "occurred_at": "2026-11-23T09:00:30Z", "source": "HMP-LEI", "person": {"noms": "G1234HJ"},
+                     "data": {"prison_id": "LEI", "reason": "new"}}
+            assert (await client.post("/v1/events", json=again)).status_code == 202
+            await wait_for(lambda: len(notices(smtp)) >= 2)
+            assert (await client.post("/v1/events", json=again)).status_code == 202  # a replay: a duplicate
+            await asyncio.sleep(2.0)
+        a1 = notices(smtp)
+        assert sorted(r for m in a1 for r in m.rcpt_tos) == sorted([LEEDS_PPO, LEEDS_PROBATION])
+        assert len({m.message["X-PPO-Obligation"] for m in a1}) == 1
+        escalations = [m for m in smtp.messages if m.message["X-PPO-Obligation"].endswith("#escalation")]
+        assert len(escalations) == 1  # the failure was escalated once, and not again for the same obligation
+        states = [json.loads(v) for v in await a1_states()]
+        assert any(h["what"].startswith("raised again") for h in states[-1]["history"])
+    finally:
+        await stop_services(running)
+        smtp.stop()
