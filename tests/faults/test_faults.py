@@ -358,7 +358,8 @@ def test_bad_input_of_every_class_loses_no_alert(run: Callable[..., Run]) -> Non
         except urllib.error.HTTPError:
             stuck += 1
     for cls in CLASSES:
-        BAD_INPUT.append({"class": cls, **rows[cls], "lost": row["losses"], "stuck_partitions": stuck})
+        counted = {k: rows[cls].get(k, 0) for k in ("http", "raw", "taken", "refused", "5xx")}
+        BAD_INPUT.append({"class": cls, **counted, "lost": row["losses"], "stuck_partitions": stuck})
     assert_clean(row)
     print("\nbad input:", {cls: dict(c) for cls, c in rows.items()}, "kept:", kept, row)
     assert stuck == 0 and not any(c["5xx"] for c in rows.values()), rows
