@@ -357,14 +357,8 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
 
 async def _small_body(request: Request, limit: int) -> bytes:
     """At most `limit` bytes of the body (more is not a form of ours: what fits is checked, and fails)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    return b"".join(chunks)[:limit]
+    body, _ = await _read_body(request, limit)
+    return body[:limit]
 
 
 _ACK_REFUSED = {

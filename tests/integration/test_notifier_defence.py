@@ -91,11 +91,19 @@ async def test_no_header_can_be_injected_through_the_facts(pipeline: DeliveryPip
     through_fact = to([address], facts={"prison_id": "LEI\nBcc: someone@gmail.com", "reason": "new"},
                       obligation_id="A1-through-a-fact")
     through_id = to([address], obligation_id="A1-x\r\nBcc: someone@gmail.com")
-    for o in (through_name, through_fact, through_id):
+    # A value from a payload is never in a header (the subject is fixed wording and a reference), so it can
+    # neither inject one nor make the message fail: these are sent, with no header but ours.
+    for o in (through_name, through_fact):
         [outcome] = await pipeline.deliver(o)
-        assert outcome.outcome == "permanent-failure", o.obligation_id
-        assert outcome.detail.startswith("header-injection"), outcome.detail
-    assert server.messages == [] and server.data_commands == 0
+        assert outcome.outcome == "sent", (o.obligation_id, outcome.detail)
+    assert len(server.messages) == 2
+    for m in server.messages:
+        assert list(m.rcpt_tos) == [address] and m.message["Bcc"] is None
+        assert "\n" not in m.message["Subject"] and "Sam" not in m.message["Subject"]
+    # Our own identifiers are checked too: an id with a line break is refused, never sent
+    [outcome] = await pipeline.deliver(through_id)
+    assert outcome.outcome == "permanent-failure" and outcome.detail.startswith("header-injection"), outcome.detail
+    assert len(server.messages) == 2
 
 
 async def test_nothing_over_the_size_limit_is_sent(pipeline: DeliveryPipeline, server: LoopbackSmtpServer) -> None:
@@ -127,5 +135,6 @@ def test_notifier_settings_are_wired() -> None:
     retry = retry_policy(s)
     assert retry.max_attempts == 2 and [retry.redelivery_delay(n) for n in (1, 2, 3, 4)] == [10, 20, 40, 40]
     assert retry.give_up_after.total_seconds() == 6 * 3600
-    with pytest.raises(ValidationError, match="not an email address"):
+    with pytest.raises(SystemExit) as refused:  # one line naming the variable, exit 2 (start-up errors)
         smtp_settings(Settings(smtp_court_sender="notices@x.gov.uk\r\nBcc: someone@gmail.com"))
+    assert refused.value.code == 2
