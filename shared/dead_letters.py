@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.kafka import Positioned, read_positioned
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -25,8 +26,6 @@ REPLAY_KEY = b"dead-letter-replay"
 REPLAY_OF_HEADER = "ppo-replay-of"  # on the republished record: which dead letter it is (tracing only)
 MAX_REASON_CHARS = 120
 
-# (partition, offset, timestamp in ms, key, value): a record of the dead-letter topic where it sits
-Positioned = tuple[int, int, int, bytes | None, bytes | None]
 Publish = Callable[[str, bytes, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
 
 
@@ -266,38 +265,6 @@ async def replay(decisions: Sequence[Decision], topics: Topics, by: str, now: da
 
 
 # --- Kafka -------------------------------------------------------------------------------------------------------
-
-async def read_positioned(settings: Settings, topic: str) -> list[Positioned]:
-    """Every record of a topic to its current end, with where it sits and when it was written.
-    `shared.kafka.read_to_end` keeps only (key, value): a dead letter is named by its partition and offset."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from shared.kafka import client_kwargs
-
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        out: list[Positioned] = []
-        remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            out += [(r.partition, r.offset, r.timestamp, r.key, r.value)
-                    for tp, records in batch.items() for r in records if r.offset < end[tp]]
-            remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
-        return out
-    finally:
-        await consumer.stop()
-
 
 async def read_dead_letters(settings: Settings) -> DeadLetters:
     topics = Topics(settings.topic_prefix)

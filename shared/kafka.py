@@ -229,13 +229,18 @@ async def ensure_topics(settings: Settings, topics: Topics, partitions: int = 3)
         await admin.close()
 
 
-async def read_to_end(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record of a topic from the beginning to its current end (for materialising state)."""
+# (partition, offset, timestamp in ms, key, value): a record where it sits
+Positioned = tuple[int, int, int, bytes | None, bytes | None]
+
+
+async def read_positioned(settings: Settings, topic: str) -> list[Positioned]:
+    """Every record of a topic from the beginning to its current end, with where it sits and when it was written
+    (the dead-letter tools name a record by its partition and offset)."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_kwargs(settings))
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
+        if not partitions:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
             partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -244,21 +249,21 @@ async def read_to_end(settings: Settings, topic: str) -> list[tuple[bytes | None
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        out: list[tuple[bytes | None, bytes | None]] = []
-        remaining = {tp for tp in tps if end[tp] > 0}
+        out: list[Positioned] = []
+        remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, records in batch.items():
-                for rec in records:
-                    out.append((rec.key, rec.value))
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
+            out += [(r.partition, r.offset, r.timestamp, r.key, r.value)
+                    for tp, records in batch.items() for r in records if r.offset < end[tp]]
+            remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
         return out
     finally:
         await consumer.stop()
+
+
+async def read_to_end(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of a topic from the beginning to its current end, as (key, value) (for materialising state)."""
+    return [(key, value) for _, _, _, key, value in await read_positioned(settings, topic)]
 
 
 def dumps(value: Any) -> bytes:
