@@ -79,8 +79,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_RUNNING: list[Instance] = []  # of the current test: their logs are shown when a wait fails
+
+
 class Instance:
     def __init__(self, env: dict[str, str], state: Path, name: str) -> None:
+        _RUNNING.append(self)
         self.name = name
         self.state = state
         self.port = free_port()
@@ -104,6 +108,12 @@ class Instance:
             self.proc.terminate()  # the launcher has no handler: ends at once, like a kill
             self.proc.wait(timeout=10)
         self.log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        text = (self.state.parent / f"{self.name}.log").read_text(errors="replace").splitlines()
+        exited = "" if self.proc.poll() is None else f", exited with {self.proc.returncode}"
+        return f"--- {self.name} (pid {self.proc.pid}{exited}, role {self.role}) ---\n" + "\n".join(text[-lines:])
 
     def metric(self, line_start: str) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
@@ -136,6 +146,7 @@ def cluster(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[Settings, An
     finally:
         for instance in started:
             instance.stop()
+        _RUNNING.clear()
 
 
 def wait_until(predicate: Any, timeout: float = 60.0, what: str = "") -> None:
@@ -144,7 +155,8 @@ def wait_until(predicate: Any, timeout: float = 60.0, what: str = "") -> None:
         if predicate():
             return
         time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    logs = "\n".join(i.log_tail() for i in _RUNNING)
+    raise AssertionError(f"not within {timeout} s: {what}\n{logs}")
 
 
 def timer(send_in: float) -> Obligation:
