@@ -36,7 +36,7 @@ from typing import Any
 import jinja2
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 
-from services.notifier.digest import RELEASE_KINDS, digest_context
+from services.notifier.digest_context import RELEASE_KINDS, digest_context
 from shared.clock import LONDON
 from shared.custody import DIGEST
 from shared.obligations import Obligation
