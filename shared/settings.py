@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     topic_prefix: str = Field(default="ppo", pattern=r"^[A-Za-z0-9._-]+$")
+    # The topics' shape, used when a service creates a missing topic and checked against existing ones at start-up.
+    # Replication factor and min.insync.replicas unset: the broker's own defaults (default.replication.factor,
+    # min.insync.replicas), so one setting serves a single local broker and a three-broker cluster alike.
+    kafka_partitions: int = Field(default=3, ge=1, le=1000)
+    kafka_replication_factor: int | None = Field(default=None, ge=1, le=7)
+    kafka_min_insync_replicas: int | None = Field(default=None, ge=1, le=7)
 
     # Reference data
     directory_file: Path = Path("deploy/sample/directory.yaml")
