@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LINK_PATH", "AckLinks", "AckSecretMissing", "Acknowledgement", "EscalationRequest", "LinkCheck",
-    "ack_secret", "base_url_problem", "link", "signature", "verify",
+    "ack_secret", "base_url_problem", "link", "reference", "rule_of", "signature", "verify",
 ]
 
 log = logging.getLogger("ppo.ack")
@@ -110,6 +110,21 @@ def verify(secret: bytes, params: Mapping[str, str], now: datetime) -> LinkCheck
     if now >= expires_at:
         return LinkCheck("expired", o, r, expires_at)
     return LinkCheck("ok", o, r, expires_at)
+
+
+def reference(obligation_id: str) -> str:
+    """The short reference the obligation's message shows ("Ref 3f9a1c2e"): the first 8 hex digits of sha256 of
+    its id (the notifier's `reference_for`), so the page a link opens can name the message without naming anyone."""
+    return hashlib.sha256(obligation_id.encode()).hexdigest()[:8]
+
+
+_RULE_IN_ID = re.compile(r"^([A-Za-z0-9]{1,20})-[0-9a-f]{24}$")
+
+
+def rule_of(obligation_id: str) -> str | None:
+    """The rule an obligation id was made for (`<rule>-<24 hex>`, shared.obligations.obligation_id), or None."""
+    found = _RULE_IN_ID.match(obligation_id)
+    return found.group(1) if found else None
 
 
 def is_local(url: str) -> bool:

@@ -13,6 +13,7 @@ import html
 import json
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -28,11 +29,12 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from services.intake.access import RateLimiter, ScopeRefused, check_scopes
+from services.intake.acks_seen import AcksSeen, Key, key_of, london_time
 from services.intake.feeds import decode_json
 from services.intake.plausibility import InstantWindow
 from services.intake.translate import PART_NOT_TAKEN, Translation, not_taken, translate_many
 from shared import metrics
-from shared.ack import Acknowledgement, AckSecretMissing, ack_secret, verify
+from shared.ack import Acknowledgement, AckSecretMissing, LinkCheck, ack_secret, reference, rule_of, verify
 from shared.clock import Clock
 from shared.consumer_watch import WATCH
 from shared.errors import InputRejected
@@ -43,6 +45,7 @@ from shared.kafka import (
     dead_letter_guard,
     dumps,
     parked_payload,
+    read_to_end,
     records_as_they_are,
 )
 from shared.settings import Settings
@@ -98,6 +101,13 @@ class IntakeService:
                                     max_future=timedelta(seconds=settings.intake_max_future_s))
         self.rate_limiter = RateLimiter(settings.intake_rate_per_s, settings.intake_rate_burst, time.monotonic)
         self.ack_key = _ack_key(settings)  # checks GET /ack links (shared/ack.py)
+        self.acks_seen = AcksSeen()  # "Already acknowledged at ...": what every instance has recorded
+
+        async def read_acks() -> list[bytes | None]:
+            return [value for _, value in await read_to_end(settings, self.topics.acknowledgements)]
+
+        self.read_acks = read_acks  # the catch-up read (a test gives its own)
+        self._ack_locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = weakref.WeakValueDictionary()
         self.ready = False
         metrics.initialise("intake")
         broker.subscriber(
@@ -105,6 +115,12 @@ class IntakeService:
             ack_policy=AckPolicy.NACK_ON_ERROR, decoder=records_as_they_are,
         )(WATCH.watched("intake", self.topics.intake_raw,
                         dead_letter_guard("intake", broker, self.topics.dead_letter, self.on_raw)))
+        # Every instance follows every acknowledgement, without a group: a press on another instance is known
+        # here a moment later. What cannot be read is the scheduler's to dead-letter; here it is skipped.
+        broker.subscriber(
+            self.topics.acknowledgements, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK_FIRST,
+            decoder=records_as_they_are,
+        )(WATCH.watched("intake", self.topics.acknowledgements, self.on_acknowledgement))
 
     # --- core: one body in, canonical events out ---------------------------------------------------------
 
@@ -299,47 +315,72 @@ class IntakeService:
                 Route("/ack", self.post_ack, methods=["POST"])]
 
     async def get_ack(self, request: Request) -> HTMLResponse:
-        """GET /ack?o=&r=&e=&s=: the signed link in a message. Mail gateways and link scanners fetch every link
-        before a person sees it, so a GET records nothing: a valid link shows a page with one button, which
-        POSTs the same four values (`post_ack`). A tampered, expired or malformed link gets a 4xx page. The
-        pages are neutral (court recipients get links too) and name no one."""
+        """GET (and HEAD) /ack?o=&r=&e=&s=: the signed link in a message. Mail gateways and link scanners fetch
+        every link before a person sees it, so a GET records nothing: a valid link shows a page with one button,
+        which POSTs the same four values (`post_ack`). A tampered, expired or malformed link gets a 4xx page. The
+        pages are neutral (court recipients get links too), name no one and echo nothing of the query string."""
         check = verify(self.ack_key, request.query_params, self.clock.now())
         if not check.ok:
             metrics.ACK_LINKS.labels(result=check.verdict).inc()
             return _ack_page(check.http_status, *_ACK_REFUSED[check.verdict])
         metrics.ACK_LINKS.labels(result="shown").inc()
-        fields = "".join(f'<input type="hidden" name="{name}" value="{html.escape(request.query_params[name])}">'
-                         for name in ACK_FIELDS)
-        form = (f'<form method="post" action="ack">{fields}<button type="submit" style="font-size:1.2em;'
-                f'padding:.5em 1.5em;background:#00703c;color:#fff;border:0">Acknowledge</button></form>')
-        return _ack_page(200, "Acknowledge this message",
-                         "Press the button to record that you have received this message and are dealing with it.",
-                         form)
+        self.acks_seen.start_catch_up(self.read_acks)  # the press that may follow finds it read
+        return _ack_page(200, "Acknowledge this message", "Press the button to record that you have received "
+                         "this message and are dealing with it. Nothing is recorded until you press it.",
+                         _ack_form(check, request.query_params["s"], "Acknowledge"), about=_about(check))
 
     async def post_ack(self, request: Request) -> HTMLResponse:
-        """POST /ack (the page's button): the four signed values as a form; a valid one publishes an
-        Acknowledgement (the scheduler records it once per recipient and stops the escalation)."""
+        """POST /ack (the page's button): the four signed values as a form. The first press by a recipient
+        publishes an Acknowledgement (the scheduler records it and stops the escalation); a later one, here or
+        on another instance, answers when it was first recorded and publishes nothing."""
         body = await _small_body(request, ACK_BODY_LIMIT)
         values = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace") if body else "").items() if v}
-        now = self.clock.now()
-        check = verify(self.ack_key, values, now)
-        metrics.ACK_LINKS.labels(result=check.verdict).inc()
+        check = verify(self.ack_key, values, self.clock.now())
         if not check.ok:
+            metrics.ACK_LINKS.labels(result=check.verdict).inc()
             return _ack_page(check.http_status, *_ACK_REFUSED[check.verdict])
         assert check.expires_at is not None
-        ack = Acknowledgement(obligation_id=check.obligation_id, recipient=check.recipient, acknowledged_at=now,
-                              link_expires_at=check.expires_at)
-        try:
-            await self.broker.publish(dumps(ack), self.topics.acknowledgements, key=check.obligation_id.encode())
-        except KafkaError:
-            return _ack_page(503, "Not recorded yet", "The service is busy. Please press the button again in a "
-                             "few minutes.")
+        key = key_of(check.obligation_id, check.recipient)
+        async with self._ack_lock(key):  # a double click on this instance: one record
+            await self.acks_seen.catch_up(self.read_acks, ACK_CATCH_UP_S)
+            first = self.acks_seen.first(*key)
+            if first is not None:
+                metrics.ACK_LINKS.labels(result="already").inc()
+                return _ack_page(200, "Already acknowledged", f"This message was already acknowledged at "
+                                 f"{london_time(first)}. Nothing more is needed.", about=_about(check))
+            now = self.clock.now()
+            ack = Acknowledgement(obligation_id=check.obligation_id, recipient=check.recipient,
+                                  acknowledged_at=now, link_expires_at=check.expires_at)
+            try:
+                await self.broker.publish(dumps(ack), self.topics.acknowledgements,
+                                          key=check.obligation_id.encode())
+            except KafkaError:
+                metrics.ACK_LINKS.labels(result="unavailable").inc()
+                log.warning("acknowledgement not published; asked to press again",
+                            extra={"obligation_id": check.obligation_id, "channel": "link"})
+                return _ack_page(503, "Not recorded yet", "Your acknowledgement could not be recorded just now. "
+                                 "Please press the button again in a few minutes.",
+                                 _ack_form(check, values["s"], "Try again"), about=_about(check))
+            self.acks_seen.learn(ack)  # known here at once; other instances read it from the topic
+        metrics.ACK_LINKS.labels(result="ok").inc()
         log.info("acknowledged", extra={"obligation_id": check.obligation_id, "channel": "link"})
-        return _ack_page(200, "Acknowledged", "Thank you. Your acknowledgement has been recorded.")
+        return _ack_page(200, "Acknowledged", f"Thank you. Your acknowledgement was recorded at {london_time(now)}. "
+                         "Nothing more is needed.", about=_about(check))
+
+    def _ack_lock(self, key: Key) -> asyncio.Lock:
+        lock = self._ack_locks.get(key)
+        if lock is None:
+            lock = self._ack_locks[key] = asyncio.Lock()
+        return lock
+
+    async def on_acknowledgement(self, message: KafkaMessage) -> None:
+        """An acknowledgement any instance published (this one's too, already known)."""
+        self.acks_seen.learn_record(message.body)
 
 
 ACK_FIELDS = ("o", "r", "e", "s")
 ACK_BODY_LIMIT = 4096  # four short signed values
+ACK_CATCH_UP_S = 10.0  # a press waits this long, at most once per process, for the topic to be read to its end
 
 
 async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
@@ -362,12 +403,31 @@ async def _small_body(request: Request, limit: int) -> bytes:
 
 
 _ACK_REFUSED = {
-    "malformed": ("Link not recognised", "This link is incomplete or damaged. Copy the whole link from the message, "
-                  "or reply to the message instead."),
-    "bad-signature": ("Link not valid", "This link is not valid: it was changed, or it was meant for someone else. "
-                      "Nothing has been recorded."),
-    "expired": ("Link expired", "This link has expired. Nothing has been recorded; reply to the message instead."),
+    "malformed": ("Link not recognised", "This link is incomplete or damaged, so nothing has been recorded. Copy the "
+                  "whole link from the message into your browser, or reply to the message instead."),
+    "bad-signature": ("Link not valid", "This link was changed, or it was meant for someone else, so nothing has "
+                      "been recorded. Use the link in the message you received, or reply to the message instead."),
+    "expired": ("Link expired", "This link has expired, so nothing has been recorded. Reply to the message "
+                "instead."),
 }
+
+
+def _about(check: LinkCheck) -> str:
+    """Which message this is, as the message itself says it ("Ref 3f9a1c2e (rule A1)"): from the verified id
+    only, and naming nobody (court recipients see it too)."""
+    rule = rule_of(check.obligation_id)
+    return f"Ref {reference(check.obligation_id)}" + (f" (rule {rule})" if rule else "")
+
+
+def _ack_form(check: LinkCheck, signature_hex: str, label: str) -> str:
+    """The button: the four values as verified (the recipient in lower case, the 64 hex digits checked), never
+    the query string as it came. Posts to `ack` beside the page, which the CSP's form-action allows."""
+    assert check.expires_at is not None
+    values = {"o": check.obligation_id, "r": check.recipient, "e": str(int(check.expires_at.timestamp())),
+              "s": signature_hex.strip()}
+    fields = "".join(f'<input type="hidden" name="{name}" value="{html.escape(values[name])}">'
+                     for name in ACK_FIELDS)
+    return f'<form method="post" action="ack">{fields}<button type="submit">{html.escape(label)}</button></form>'
 
 
 def _ack_key(settings: Settings) -> bytes:
@@ -386,16 +446,23 @@ ACK_PAGE_HEADERS = {
 }
 
 
-def _ack_page(status: int, title: str, text: str, form: str = "") -> HTMLResponse:
-    body = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" "
-            f"content=\"noindex\"><meta name=\"viewport\" content=\"width=device-width\">"
-            f"<title>{html.escape(title)}</title></head><body style=\"font-family:sans-serif;max-width:40em;"
-            f"margin:2em auto;padding:0 1em\"><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{form}"
-            f"</body></html>")
+# Readable without the page's own styles too; the green button and the focus ring as GOV.UK's.
+_ACK_STYLE = ("body{font-family:Arial,'Liberation Sans',Helvetica,sans-serif;font-size:19px;line-height:1.4;"
+              "color:#0b0c0c;background:#fff;max-width:38em;margin:0 auto;padding:2em 1em}"
+              "h1{font-size:1.9em;line-height:1.1;margin:0 0 .5em}.about{color:#505a5f;margin:0 0 1em}"
+              "button{font:inherit;font-weight:bold;margin-top:.5em;padding:.45em 1.2em;color:#fff;"
+              "background:#00703c;border:0;border-bottom:3px solid #002d18;cursor:pointer}"
+              "button:hover{background:#005a30}button:focus{outline:3px solid #fd0;outline-offset:0;"
+              "box-shadow:inset 0 0 0 1px #fd0}")
+
+
+def _ack_page(status: int, title: str, text: str, form: str = "", about: str = "") -> HTMLResponse:
+    about_line = f'<p class="about">{html.escape(about)}</p>' if about else ""
+    body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="robots" content="noindex">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}'
+            f'</title><style>{_ACK_STYLE}</style></head><body><main><h1>{html.escape(title)}</h1>{about_line}'
+            f'<p>{html.escape(text)}</p>{form}</main></body></html>')
     return HTMLResponse(body, status_code=status, headers=ACK_PAGE_HEADERS)
-
-
-
 
 
 def content_type_problem(content_type: str | None) -> str | None:

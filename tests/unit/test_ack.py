@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import html
 import logging
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from shared.ack import (
     LINK_PATH,
     AckLinks,
+    Acknowledgement,
     AckSecretMissing,
     ack_secret,
     base_url_problem,
@@ -149,3 +155,229 @@ def test_ack_secret_required_outside_local_use(tmp_path: Path):
     local_links_remote_base = Settings(state_dir=tmp_path, ack_base_url="https://notices.example.gov.uk")
     with pytest.raises(AckSecretMissing):
         ack_secret(local_links_remote_base)
+
+
+# --- the pages and "already acknowledged" (services/intake), on a fake broker --------------------------------
+
+ACK_NOW = datetime(2026, 3, 3, 14, 5, tzinfo=UTC)  # 14:05 in London (GMT)
+ACK_OID = "A1-0123456789abcdef01234567"
+
+
+class FakeKafka:
+    """Topics as lists, shared by the intake instances built on it. A subscriber is fed only when told
+    (`deliver`): a test decides when one instance has read what another published."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[bytes]] = {}
+        self.fail_publish = False
+        self.publish_delay_s = 0.0
+
+    def broker(self) -> FakeBroker:
+        return FakeBroker(self)
+
+
+class FakeBroker:
+    def __init__(self, kafka: FakeKafka) -> None:
+        self.kafka = kafka
+        self.handlers: dict[str, Any] = {}
+        self.read_up_to: dict[str, int] = {}
+
+    def subscriber(self, topic: str, **kwargs: Any) -> Any:
+        def register(handler: Any) -> Any:
+            self.handlers[topic] = handler
+            return handler
+        return register
+
+    async def publish(self, message: bytes, topic: str, key: bytes | None = None, headers: Any = None,
+                      no_confirm: bool = False) -> None:
+        from aiokafka.errors import KafkaTimeoutError
+
+        if self.kafka.publish_delay_s:
+            await asyncio.sleep(self.kafka.publish_delay_s)
+        if self.kafka.fail_publish:
+            raise KafkaTimeoutError()
+        self.kafka.topics.setdefault(topic, []).append(message)
+
+    async def deliver(self, topic: str) -> None:
+        records = self.kafka.topics.get(topic, [])
+        for value in records[self.read_up_to.get(topic, 0):]:
+            await self.handlers[topic](SimpleNamespace(body=value))
+        self.read_up_to[topic] = len(records)
+
+
+def intake_on(kafka: FakeKafka, clock: FixedClock, reads: list[int] | None = None) -> tuple[Any, FakeBroker]:
+    from services.intake.service import IntakeService
+
+    broker = kafka.broker()
+    service = IntakeService(Settings(ack_secret="s" * 32), broker, clock)  # type: ignore[arg-type]
+
+    async def read_acks() -> list[bytes | None]:  # the catch-up: the whole topic as it is now
+        if reads is not None:
+            reads.append(1)
+        return list(kafka.topics.get(service.topics.acknowledgements, []))
+
+    service.read_acks = read_acks
+    return service, broker
+
+
+def client_of(service: Any) -> httpx.AsyncClient:
+    from starlette.applications import Starlette
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=Starlette(routes=service.routes())),
+                             base_url="http://intake")
+
+
+def signed(recipient: str = WHO, oid: str = ACK_OID) -> dict[str, str]:
+    return params(link(BASE, b"s" * 32, oid, recipient, expiry(ACK_NOW, timedelta(days=30))))
+
+
+def acks_on(kafka: FakeKafka) -> list[Acknowledgement]:
+    return [Acknowledgement.model_validate_json(v) for v in kafka.topics.get("ppo.acknowledgements", [])]
+
+
+async def test_the_page_names_the_message_and_records_nothing():
+    from services.notifier.render import reference_for
+
+    kafka = FakeKafka()
+    service, _ = intake_on(kafka, FixedClock(ACK_NOW))
+    query = {**signed(), "r": WHO.upper()}  # a mail client may change the case: the form carries ours
+    async with client_of(service) as client:
+        page = await client.get("/ack", params=query)
+    assert page.status_code == 200
+    assert f"Ref {reference_for(ACK_OID)} (rule A1)" in page.text
+    assert '<button type="submit">Acknowledge</button>' in page.text and 'method="post"' in page.text
+    assert f'name="r" value="{WHO}"' in page.text and WHO.upper() not in page.text
+    assert "PPO" not in page.text and "Nothing is recorded until you press it" in page.text
+    assert acks_on(kafka) == []
+
+
+async def test_a_second_press_answers_already_acknowledged_with_the_first_time_and_publishes_nothing():
+    kafka = FakeKafka()
+    clock = FixedClock(ACK_NOW)
+    service, _ = intake_on(kafka, clock)
+    async with client_of(service) as client:
+        first = await client.post("/ack", data=signed())
+        assert first.status_code == 200 and "<h1>Acknowledged</h1>" in first.text
+        assert "recorded at 14:05 on Tuesday 3 March 2026" in first.text
+        clock.set(ACK_NOW + timedelta(days=2, hours=1))
+        again = await client.post("/ack", data={**signed(), "r": WHO.upper()})
+        assert again.status_code == 200 and "<h1>Already acknowledged</h1>" in again.text
+        assert "already acknowledged at 14:05 on Tuesday 3 March 2026" in again.text
+        other = await client.post("/ack", data=signed("leeds.duty@westyorkshire.police.uk"))
+        assert "<h1>Acknowledged</h1>" in other.text  # another recipient of the same message: their own record
+    assert [(a.recipient, a.acknowledged_at) for a in acks_on(kafka)] == [
+        (WHO, ACK_NOW), ("leeds.duty@westyorkshire.police.uk", ACK_NOW + timedelta(days=2, hours=1))]
+
+
+async def test_another_instance_and_a_restart_know_the_first_press():
+    kafka = FakeKafka()
+    clock = FixedClock(ACK_NOW)
+    one, _ = intake_on(kafka, clock)
+    reads: list[int] = []
+    two, two_broker = intake_on(kafka, clock, reads)
+    async with client_of(two) as client:  # two started (read the empty topic) before anyone pressed
+        assert (await client.get("/ack", params=signed())).status_code == 200
+        await asyncio.sleep(0)
+    async with client_of(one) as client:
+        assert "<h1>Acknowledged</h1>" in (await client.post("/ack", data=signed())).text
+    await two_broker.deliver("ppo.acknowledgements")  # two follows the topic
+    clock.set(ACK_NOW + timedelta(minutes=10))
+    async with client_of(two) as client:
+        assert "already acknowledged at 14:05" in (await client.post("/ack", data=signed())).text
+    assert reads == [1]  # the catch-up read runs once per process
+    restarted, _ = intake_on(kafka, clock)  # a new process reads the topic to its end before answering
+    async with client_of(restarted) as client:
+        assert "already acknowledged at 14:05" in (await client.post("/ack", data=signed())).text
+    assert len(acks_on(kafka)) == 1
+
+
+async def test_a_double_click_is_one_record():
+    kafka = FakeKafka()
+    kafka.publish_delay_s = 0.05
+    service, _ = intake_on(kafka, FixedClock(ACK_NOW))
+    async with client_of(service) as client:
+        answers = await asyncio.gather(*(client.post("/ack", data=signed()) for _ in range(3)))
+    assert sorted("Already" in a.text for a in answers) == [False, True, True]
+    assert len(acks_on(kafka)) == 1
+
+
+async def test_the_earliest_of_two_records_is_kept_whatever_the_order_read():
+    from services.intake.acks_seen import AcksSeen
+
+    seen = AcksSeen()
+    later = Acknowledgement(obligation_id=ACK_OID, recipient=WHO.upper(), acknowledged_at=ACK_NOW + timedelta(1),
+                            link_expires_at=ACK_NOW + timedelta(30))
+    earlier = later.model_copy(update={"acknowledged_at": ACK_NOW})
+    assert seen.learn(later) and seen.learn(earlier) and not seen.learn(later)
+    assert seen.first(ACK_OID, WHO) == ACK_NOW
+    assert not seen.learn_record(b'{"not": "an acknowledgement"}') and not seen.learn_record(None)
+    assert len(seen) == 1
+
+
+async def test_kafka_unavailable_not_recorded_yet_with_the_button_again():
+    kafka = FakeKafka()
+    kafka.fail_publish = True
+    service, _ = intake_on(kafka, FixedClock(ACK_NOW))
+    async with client_of(service) as client:
+        busy = await client.post("/ack", data=signed())
+        assert busy.status_code == 503 and "<h1>Not recorded yet</h1>" in busy.text
+        assert '<button type="submit">Try again</button>' in busy.text and f'value="{WHO}"' in busy.text
+        kafka.fail_publish = False
+        assert "<h1>Acknowledged</h1>" in (await client.post("/ack", data=signed())).text  # not taken as done
+    assert len(acks_on(kafka)) == 1
+
+
+async def test_a_press_is_recorded_when_the_topic_cannot_be_read_first(caplog: pytest.LogCaptureFixture):
+    kafka = FakeKafka()
+    service, _ = intake_on(kafka, FixedClock(ACK_NOW))
+
+    async def unreachable() -> list[bytes | None]:
+        raise OSError("no broker")
+
+    service.read_acks = unreachable
+    with caplog.at_level(logging.WARNING, logger="ppo.intake"):
+        async with client_of(service) as client:
+            assert "<h1>Acknowledged</h1>" in (await client.post("/ack", data=signed())).text
+            assert "Already" in (await client.post("/ack", data=signed())).text  # this instance knows its own
+    assert "not read to its end" in caplog.text and len(acks_on(kafka)) == 1
+
+
+@pytest.mark.parametrize(("change", "status", "title"), [
+    ({"s": "0" * 64}, 403, "Link not valid"),
+    ({"r": "someone.else@example.gov.uk"}, 403, "Link not valid"),
+    ({"o": "<script>alert(1)</script>"}, 400, "Link not recognised"),
+    ({"e": "1700000000", "s": signature(b"s" * 32, ACK_OID, WHO, 1_700_000_000)}, 410, "Link expired"),
+])
+async def test_refused_links_say_why_record_nothing_and_echo_nothing(change: dict[str, str], status: int,
+                                                                     title: str):
+    kafka = FakeKafka()
+    service, _ = intake_on(kafka, FixedClock(ACK_NOW))
+    query = {**signed(), **change}
+    async with client_of(service) as client:
+        for answer in (await client.get("/ack", params=query), await client.post("/ack", data=query)):
+            assert answer.status_code == status and f"<h1>{title}</h1>" in answer.text
+            assert "nothing has been recorded" in answer.text and "<form" not in answer.text
+            for value in query.values():  # neither the values nor anything derived from them
+                assert value not in answer.text and html.escape(value) not in answer.text
+            assert "Ref " not in answer.text
+            assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+    assert acks_on(kafka) == []
+
+
+def test_london_time_spells_the_day_in_london():
+    from services.intake.acks_seen import london_time
+
+    assert london_time(datetime(2026, 3, 3, 14, 5, tzinfo=UTC)) == "14:05 on Tuesday 3 March 2026"
+    assert london_time(datetime(2026, 7, 1, 23, 30, tzinfo=UTC)) == "00:30 on Thursday 2 July 2026"  # BST
+
+
+def test_the_reference_is_the_messages_and_the_rule_comes_from_the_id():
+    from services.notifier.render import reference_for
+    from shared.ack import reference, rule_of
+    from shared.custody import DIGEST
+    from shared.obligations import obligation_id
+
+    for oid in (ACK_OID, obligation_id("C6", "p", "f"), obligation_id(DIGEST, "13-LD", "x")):
+        assert reference(oid) == reference_for(oid)
+    assert rule_of(obligation_id("A7", "p", "f")) == "A7" and rule_of(obligation_id(DIGEST, "b", "f")) == DIGEST
+    assert rule_of("not-an-id") is None
