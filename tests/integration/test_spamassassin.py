@@ -48,6 +48,10 @@ pytestmark = pytest.mark.skipif(
 SENDER = "PPO Alerts <ppo-alerts@westyorkshire.police.uk>"
 COURT_SENDER = "Listing Notices <notices@justice.gov.uk>"  # a court recipient's sender must not name PPOs
 MAX_SCORE = 1.0
+# The reference in a subject is 8 hex characters from a hash; about half of them have three digits in a row, which
+# SpamAssassin takes as a sign of a real message and which exempts the message from some rules (URI_PHISH). Every
+# subject is tested with a reference without, the worse case, so a sample's lucky hash cannot hide a finding.
+NEUTRAL_REF = "ref cafebabe"
 CHECKED_BY_CLI = "A2"  # a Category A warrant: the banner, the deadline and the acknowledgement button
 TIMEOUT_S = 120  # a stuck Perl is a failure, not a hung CI run
 
@@ -85,7 +89,16 @@ FORBIDDEN: dict[str, str] = {
     "EMPTY_MESSAGE": "no body",
     "BODY_SINGLE_*": "a body that is one word or one link",
     "TO_NO_BRKTS_*": "To without angle brackets together with HTML or bulk-mailer signs",
+    "URI_PHISH": "a link in a message worded like an account-verification phish (unscored in this rule set, so 1.0; "
+                 "sa-update's rescored rules may give it up to 4.0)",
+    "*PHISH*": "worded like phishing",
 }
+
+# Findings reported and waiting for a template change (not to be added to lightly): the test passes with them, and
+# fails once one no longer occurs, so the entry is removed with the fix. B1's "Update the record." (text and HTML:
+# two hits of __VERIFY_ACCOUNT, /(confirm|update|verify) (your|the) record.../) reads as an account-verification
+# phish, and with the acknowledgement link that is URI_PHISH.
+KNOWN: dict[str, set[str]] = {"B1": {"URI_PHISH"}, "B1-court": {"URI_PHISH"}}
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,10 @@ class Verdict:
 
     def forbidden(self) -> list[str]:
         return sorted(r for r in self.rules if any(fnmatch(r, pattern) for pattern in FORBIDDEN))
+
+    def without(self, known: set[str]) -> Verdict:
+        rules = {r: s for r, s in self.rules.items() if r not in known}
+        return Verdict(self.name, sum(rules.values()), rules)
 
     def describe(self) -> str:
         hits = ", ".join(f"{r} ({s:+.3g})" for r, s in sorted(self.rules.items())) or "no rules"
@@ -191,7 +208,9 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scored]:
     for ex in examples():
         sender = COURT_SENDER if ex.message.court_recipient else SENDER  # as the notifier picks its From
         path = folder / f"{ex.name}.eml"
-        path.write_bytes(ex.message.to_email(sender).as_bytes())
+        message = ex.message.to_email(sender)
+        message.replace_header("Subject", re.sub(r"ref [0-9a-f]{8}", NEUTRAL_REF, str(message["Subject"])))
+        path.write_bytes(message.as_bytes())
         paths.append(path)
     control = folder / "control.eml"
     control.write_bytes(_control_message().as_bytes())
@@ -208,7 +227,10 @@ def test_every_message_passes_spamassassin(scored: Scored) -> None:
     assert not missing, f"not scored: {missing}"
     problems = []
     for name in names:
-        v = scored.verdicts[name]
+        known = KNOWN.get(name, set())
+        if gone := known - set(scored.verdicts[name].rules):
+            problems.append(f"{name}: {sorted(gone)} no longer hit: remove it from KNOWN")
+        v = scored.verdicts[name].without(known)
         if bad := v.forbidden():
             reasons = "; ".join(f"{r}: {FORBIDDEN[next(p for p in FORBIDDEN if fnmatch(r, p))]}" for r in bad)
             problems.append(f"{v.describe()}\n    forbidden: {reasons}")
@@ -216,7 +238,8 @@ def test_every_message_passes_spamassassin(scored: Scored) -> None:
             problems.append(f"{v.describe()}\n    score over {MAX_SCORE}")
     print(f"SpamAssassin, {len(names)} messages in {scored.seconds:.1f} s:")
     for name in names:
-        print("  " + scored.verdicts[name].describe())
+        known = f"  (known: {sorted(KNOWN[name])})" if name in KNOWN else ""
+        print("  " + scored.verdicts[name].describe() + known)
     assert not problems, "messages a mail filter would mark down:\n" + "\n".join(problems)
 
 
