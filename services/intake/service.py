@@ -446,7 +446,8 @@ ACK_PAGE_HEADERS = {
 }
 
 
-# Readable without the page's own styles too; the green button and the focus ring as GOV.UK's.
+# Inline, as the CSP allows (nothing is loaded); without it the page is still plain, readable HTML. The green
+# button and the yellow focus ring are GOV.UK's.
 _ACK_STYLE = ("body{font-family:Arial,'Liberation Sans',Helvetica,sans-serif;font-size:19px;line-height:1.4;"
               "color:#0b0c0c;background:#fff;max-width:38em;margin:0 auto;padding:2em 1em}"
               "h1{font-size:1.9em;line-height:1.1;margin:0 0 .5em}.about{color:#505a5f;margin:0 0 1em}"
