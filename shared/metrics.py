@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
 
 from shared.obligations import Obligation
 
@@ -166,3 +166,54 @@ class OpenObligations:
 
 
 _AT_RISK_EXPORTED: set[str] = set()
+
+
+# --- one process, several services: each /metrics serves only its own service's series ----------------------
+# Every service registers in the one default registry, so when several run in one process (`ppo-alerts demo`,
+# `ppo-alerts run all`) each port would serve them all and a Prometheus scraping every port would count each
+# obligation once per port. shared/http.py serves `ServiceView(service, services)` instead while more than one
+# service's HTTP server is up in the process; with one (a process per service) it serves the registry unchanged.
+
+# Families that carry no `service` label, by the service that counts them. A family not named here and without
+# a service label (process_*, python_*, a new metric) is served by the process's first service: never lost, never
+# served twice. Families two services count (ppo_obligations_raised: rules and the scheduler's custody digest;
+# ppo_deadlines: rules and notifier) are one series in one process and go to one port.
+SERVICE_OF_FAMILY: dict[str, str] = {
+    "ppo_events_received": "intake", "ppo_events_accepted": "intake", "ppo_events_rejected": "intake",
+    "ppo_ack_links": "intake",
+    "ppo_obligations_raised": "rules", "ppo_obligations_cancelled": "rules", "ppo_register_people": "rules",
+    "ppo_directory_missing_contacts": "rules", "ppo_directory_reloads": "rules",
+    "ppo_timers_pending": "scheduler", "ppo_timers_fired": "scheduler", "ppo_obligations_at_risk": "scheduler",
+    "ppo_scheduler_active": "scheduler", "ppo_escalations": "scheduler", "ppo_acknowledgements_recorded": "scheduler",
+    "ppo_notifications": "notifier", "ppo_deadlines": "notifier", "ppo_event_to_notification_seconds": "notifier",
+    "ppo_smtp_send_seconds": "notifier", "ppo_notifier_deliveries": "notifier",
+}
+# Labels that name the service in another form: FastStream's app_name is the broker's client id and consumer lag
+# is per group, both "ppo-<service>[-<part>]" (shared/kafka.py make_broker, the services' group ids).
+_SERVICE_NAMING_LABELS = ("app_name", "group")
+
+
+def owner_of(family: str, labels: dict[str, str], services: Sequence[str]) -> str:
+    """Which of `services` (those sharing the process; the first is the fallback) serves this sample."""
+    candidates = [labels.get("service", "")]
+    candidates += [labels.get(label, "").removeprefix("ppo-").split("-", 1)[0] for label in _SERVICE_NAMING_LABELS]
+    candidates.append(SERVICE_OF_FAMILY.get(family, ""))
+    return next((c for c in candidates if c in services), services[0])
+
+
+class ServiceView(CollectorRegistry):
+    """`registry` as `service` should serve it: only the samples `owner_of` gives to it (for generate_latest)."""
+
+    def __init__(self, service: str, services: Sequence[str], registry: CollectorRegistry = REGISTRY) -> None:
+        super().__init__(auto_describe=False)
+        self.service = service
+        self.services = tuple(services)
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [s for s in family.samples if owner_of(family.name, s.labels, self.services) == self.service]
+            if samples:
+                view = Metric(family.name, family.documentation, family.type, family.unit)
+                view.samples = samples
+                yield view
