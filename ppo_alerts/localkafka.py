@@ -40,6 +40,7 @@ from pathlib import Path
 __all__ = [
     "KAFKA_VERSION",
     "LocalKafka",
+    "LocalKafkaCluster",
     "LocalKafkaError",
     "default_cache_dir",
     "ensure_kafka_jars",
@@ -347,6 +348,12 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 def broker_answers(host: str, port: int, timeout: float = 2.0) -> bool:
     """Send a Kafka Metadata (v4) request; True if the broker answers and lists at least one broker."""
+    return brokers_listed(host, port, timeout) >= 1
+
+
+def brokers_listed(host: str, port: int, timeout: float = 2.0) -> int:
+    """How many brokers a Metadata (v4) answer from host:port lists (0 when it does not answer): a cluster is
+    ready when every node is listed."""
     client_id = b"ppo-alerts-localkafka"
     correlation = 0x5050
     body = struct.pack(">hhih", 3, 4, correlation, len(client_id)) + client_id
@@ -358,11 +365,11 @@ def broker_answers(host: str, port: int, timeout: float = 2.0) -> bool:
             (size,) = struct.unpack(">i", _recv_exact(sock, 4))
             payload = _recv_exact(sock, size)
     except OSError:
-        return False
+        return 0
     if len(payload) < 12:
-        return False
+        return 0
     corr, _throttle_ms, n_brokers = struct.unpack(">iii", payload[:12])
-    return corr == correlation and n_brokers >= 1
+    return n_brokers if corr == correlation else 0
 
 
 # --------------------------------------------------------------------------- broker
@@ -390,7 +397,17 @@ class LocalKafka:
         extra_config: dict[str, str] | None = None,
         jvm_options: Sequence[str] = (),
         stop_at_exit: bool = True,
+        node_id: int = 1,
+        cluster_id: str | None = None,
+        voters: str | None = None,
+        replication: int = 1,
     ) -> None:
+        # node_id, cluster_id, voters (controller.quorum.voters) and replication are set by LocalKafkaCluster for
+        # each of its nodes; a lone broker is node 1, its own quorum, replication factor 1.
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.voters = voters
+        self.replication = replication
         self.data_dir: Path | None = Path(data_dir).resolve() if data_dir is not None else None
         self.port: int | None = port
         self.controller_port: int | None = None
@@ -440,8 +457,11 @@ class LocalKafka:
 
     # -- lifecycle
 
-    def start(self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None) -> str:
-        """Start the broker and wait until it answers; return the bootstrap address ``127.0.0.1:PORT``."""
+    def start(self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None, *,
+              wait: bool = True) -> str:
+        """Start the broker and wait until it answers; return the bootstrap address ``127.0.0.1:PORT``.
+        ``wait=False`` returns once the process runs: a node of a cluster cannot answer before a quorum of its
+        controllers is up, so the cluster starts every node first and then waits (``wait_ready``)."""
         if data_dir is not None:
             self.data_dir = Path(data_dir).resolve()
         if port is not None:
@@ -485,7 +505,7 @@ class LocalKafka:
         libs = self.libs_dir if self.libs_dir is not None else ensure_kafka_jars()
         classpath = str(Path(libs).resolve() / "*")
 
-        cluster_id = state.get("cluster_id") or _new_cluster_id()
+        cluster_id = self.cluster_id or state.get("cluster_id") or _new_cluster_id()
         props = data / _PROPS
         props.write_text(self._server_properties(), encoding="utf-8")
         (data / _LOG4J).write_text(_LOG4J_PROPERTIES, encoding="utf-8")
@@ -530,12 +550,17 @@ class LocalKafka:
             atexit.register(self._stop_at_exit)
             self._atexit_registered = True
 
+        if wait:
+            self.wait_ready()
+        return self.bootstrap
+
+    def wait_ready(self, brokers: int = 1) -> None:
+        """Wait until the broker answers and lists ``brokers`` brokers; on a timeout it is killed."""
         try:
-            self._wait_ready()
+            self._wait_ready(brokers)
         except BaseException:
             self.kill()
             raise
-        return self.bootstrap
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop cleanly: SIGTERM (controlled shutdown), wait up to ``timeout`` s, then SIGKILL."""
@@ -590,8 +615,8 @@ class LocalKafka:
         assert self.data_dir is not None
         cfg = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters or f"{self.node_id}@{HOST}:{self.controller_port}",
             "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -599,8 +624,11 @@ class LocalKafka:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.data_dir / _LOG_DIRS),
             "num.partitions": "3",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
+            "default.replication.factor": str(self.replication),
+            # with three copies a write is kept by two before it is acknowledged (acks=all), and a replica that
+            # fell behind never becomes leader (it would lose acknowledged writes)
+            "min.insync.replicas": "2" if self.replication >= 3 else "1",
+            "unclean.leader.election.enable": "false",
             "auto.create.topics.enable": "true",
             "delete.topic.enable": "true",
             "group.initial.rebalance.delay.ms": "0",
@@ -608,10 +636,10 @@ class LocalKafka:
             # (default 9 s, i.e. ~13 s restarts); heartbeats stay frequent enough to never fence it
             "broker.heartbeat.interval.ms": "500",
             "broker.session.timeout.ms": "3000",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": str(self.replication),
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(self.replication),
+            "transaction.state.log.min.isr": "2" if self.replication >= 3 else "1",
             "transaction.state.log.num.partitions": "5",
             "num.network.threads": "2",
             "num.io.threads": "4",
@@ -652,14 +680,14 @@ class LocalKafka:
                 f"and retry.\nOutput:\n{_tail(proc.stdout or '')}"
             )
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, brokers: int = 1) -> None:
         assert self._proc is not None and self.port is not None
         deadline = time.monotonic() + self.start_timeout
         while True:
             code = self._proc.poll()
             if code is not None:
                 raise self._exited_error(code)
-            if broker_answers(HOST, self.port, timeout=2.0):
+            if brokers_listed(HOST, self.port, timeout=2.0) >= brokers:
                 return
             if time.monotonic() > deadline:
                 raise LocalKafkaError(
@@ -758,6 +786,139 @@ class LocalKafka:
         (self.data_dir / _STATE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
 
 
+
+_CLUSTER = "cluster.json"
+
+
+class LocalKafkaCluster:
+    """Several KRaft nodes on 127.0.0.1, each broker and controller, the shape of a real cluster: replication
+    factor ``nodes`` (at most 3), ``min.insync.replicas`` 2, unclean leader election off.
+
+    ``data_dir/node-<i>/`` is each node's :class:`LocalKafka` data dir; ``data_dir/cluster.json`` keeps the ports
+    and the cluster id, so a restart reuses them. :meth:`kill` and :meth:`restart` act on one node (a broker lost
+    and brought back), :meth:`stop` on all.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], nodes: int = 3, *,
+                 libs_dir: str | os.PathLike[str] | None = None, heap: str = "384m", start_timeout: float = 90.0,
+                 stop_at_exit: bool = True) -> None:
+        if nodes < 1:
+            raise LocalKafkaError("a cluster needs at least one node")
+        self.data_dir = Path(data_dir).resolve()
+        self.size = nodes
+        self.libs_dir = libs_dir
+        self.heap = heap
+        self.start_timeout = start_timeout
+        self.stop_at_exit = stop_at_exit
+        self.nodes: list[LocalKafka] = []
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.nodes:
+            raise LocalKafkaError("the local Kafka cluster has not been started yet")
+        return ",".join(f"{HOST}:{n.port}" for n in self.nodes)
+
+    def _layout(self) -> dict:
+        """Ports and cluster id: from an earlier run in this data dir, or new ones."""
+        try:
+            state = json.loads((self.data_dir / _CLUSTER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            state = {}
+        if not isinstance(state, dict) or len(state.get("nodes", [])) != self.size:
+            taken: set[int] = set()
+
+            def fresh() -> int:
+                port = _free_port()
+                while port in taken:
+                    port = _free_port()
+                taken.add(port)
+                return port
+
+            state = {"cluster_id": _new_cluster_id(),
+                     "nodes": [{"port": fresh(), "controller_port": fresh()} for _ in range(self.size)]}
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / _CLUSTER).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        return state
+
+    def _build_nodes(self, state: dict) -> None:
+        voters = ",".join(f"{i + 1}@{HOST}:{n['controller_port']}" for i, n in enumerate(state["nodes"]))
+        self.nodes = []
+        for i, n in enumerate(state["nodes"]):
+            node = LocalKafka(self.data_dir / f"node-{i + 1}", n["port"], libs_dir=self.libs_dir, heap=self.heap,
+                              start_timeout=self.start_timeout, stop_at_exit=self.stop_at_exit, node_id=i + 1,
+                              cluster_id=state["cluster_id"], voters=voters, replication=min(self.size, 3))
+            node.controller_port = n["controller_port"]
+            pid = node._pid_from_file()  # noqa: SLF001 - a node started earlier, by another process
+            if pid is not None and _pid_is_our_broker(pid, node.data_dir):  # type: ignore[arg-type]
+                node._pid = pid  # noqa: SLF001
+            self.nodes.append(node)
+
+    def start(self) -> str:
+        """Start every node, then wait until each lists all of them; return the bootstrap list."""
+        self._build_nodes(self._layout())
+        try:
+            for node in self.nodes:
+                if not node.is_running():
+                    node.start(wait=False)
+            for node in self.nodes:
+                node.wait_ready(brokers=self.size)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def node(self, number: int) -> LocalKafka:
+        """Node 1, 2 or 3."""
+        return self.nodes[number - 1]
+
+    def kill(self, number: int) -> None:
+        """SIGKILL one node (a broker lost); the others carry on."""
+        self.node(number).kill()
+
+    def restart(self, number: int) -> None:
+        """Start one node again on its data dir and ports and wait until the cluster lists it."""
+        node = self.node(number)
+        if node.is_running():
+            node.stop()
+        node.start(wait=False)
+        node.wait_ready(brokers=self.size)
+
+    def is_running(self) -> bool:
+        return bool(self.nodes) and all(n.is_running() for n in self.nodes)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """All nodes at once: one after another, the last ones wait for a controller quorum that has gone."""
+        import threading
+
+        threads = [threading.Thread(target=node.stop, args=(timeout,)) for node in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    @classmethod
+    def attach(cls, data_dir: str | os.PathLike[str]) -> LocalKafkaCluster | None:
+        """The cluster started earlier in ``data_dir`` (running or not), or None when none was."""
+        path = Path(data_dir).resolve() / _CLUSTER
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(state, dict) or not state.get("nodes"):
+            return None
+        cluster = cls(data_dir, len(state["nodes"]), stop_at_exit=False)
+        cluster._build_nodes(state)
+        return cluster
+
+    def __enter__(self) -> LocalKafkaCluster:
+        if not self.is_running():
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -775,6 +936,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     p_start.add_argument("--port", type=int, help="broker port (default: previous one for this dir, or free)")
     p_start.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the broker")
     p_start.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to answer")
+    p_start.add_argument("--nodes", type=int, default=1,
+                         help="3: a three-node cluster (replication factor 3, min.insync.replicas 2)")
     p_stop = sub.add_parser("stop", help="stop the broker started with this data dir")
     p_stop.add_argument("--data-dir", required=True)
     p_stop.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL")
@@ -789,6 +952,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             print(libs)
             print(f"localkafka: jars ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
             return 0
+        cluster = LocalKafkaCluster.attach(args.data_dir)
+        if cluster is not None and args.command != "start":
+            return _cluster_command(cluster, args.command, args.timeout if args.command == "stop" else 0.0)
+        if args.command == "start" and (args.nodes > 1 or cluster is not None):
+            return _start_cluster(args)
         if args.command == "status":
             kafka = LocalKafka.attach(args.data_dir)
             if kafka.is_running():
@@ -830,6 +998,34 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     except LocalKafkaError as exc:
         print(f"localkafka: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _cluster_command(cluster: LocalKafkaCluster, command: str, timeout: float) -> int:
+    if command == "status":
+        running = [n for n in cluster.nodes if n.is_running()]
+        if running:
+            print(",".join(f"{HOST}:{n.port}" for n in running))
+        if len(running) < cluster.size:
+            print(f"localkafka: {len(running)} of {cluster.size} nodes running", file=sys.stderr)
+        return 0 if len(running) == cluster.size else 1
+    cluster.stop(timeout)
+    print(f"localkafka: stopped the {cluster.size}-node cluster", file=sys.stderr)
+    return 0
+
+
+def _start_cluster(args: argparse.Namespace) -> int:
+    if args.port is not None or args.foreground:
+        raise LocalKafkaError("--port and --foreground are for one node; a cluster picks its ports and detaches")
+    earlier = LocalKafkaCluster.attach(args.data_dir)
+    nodes = earlier.size if earlier is not None and args.nodes == 1 else args.nodes
+    cluster = LocalKafkaCluster(args.data_dir, nodes, start_timeout=args.timeout, stop_at_exit=False)
+    t0 = time.monotonic()
+    bootstrap = cluster.start()
+    print(bootstrap, flush=True)
+    print(f"localkafka: {nodes} nodes ready in {time.monotonic() - t0:.1f} s (replication factor {min(nodes, 3)}, "
+          f"min.insync.replicas {2 if nodes >= 3 else 1}); logs {cluster.data_dir}/node-*/kafka.log",
+          file=sys.stderr)
+    return 0
 
 
 def _run_foreground(kafka: LocalKafka) -> int:

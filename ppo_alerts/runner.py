@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from shared.clock import Clock, SystemClock
-from shared.kafka import ensure_topics
+from shared.kafka import TopicLayoutRefused, ensure_topics
 from shared.logs import configure_logging
 from shared.service import RunningService
 from shared.settings import Settings, load_settings
@@ -79,6 +79,9 @@ def run_services(names: list[str]) -> int:
         return 2
     except RegisterError as exc:
         print(f"ppo-alerts: PPO_REGISTER_FILE: {exc}", file=sys.stderr)
+        return 2
+    except TopicLayoutRefused as exc:
+        print(f"ppo-alerts: PPO_TOPIC_PREFIX={settings.topic_prefix}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"ppo-alerts: cannot start: {exc}", file=sys.stderr)

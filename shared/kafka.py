@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
@@ -24,7 +25,10 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from shared.settings import Settings
+from shared.topic_layout import TopicFound, TopicProblem, TopicShape, layout_problems, shape_for_cluster
 from shared.topics import Topics
+
+log = logging.getLogger("ppo.topics")
 
 RECEIVED_AT_HEADER = "ppo-received-at"
 
@@ -48,9 +52,14 @@ def security(settings: Settings) -> BaseSecurity | None:
     return None
 
 
+def bootstrap_servers(settings: Settings) -> list[str]:
+    """`host:port,host:port` as the clients want it: a list (aiokafka reads one string as a single address)."""
+    return [part.strip() for part in settings.kafka_bootstrap.split(",") if part.strip()]
+
+
 def client_kwargs(settings: Settings) -> dict[str, Any]:
     """The same connection settings for plain aiokafka clients (admin, catch-up readers)."""
-    kw: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap,
+    kw: dict[str, Any] = {"bootstrap_servers": bootstrap_servers(settings),
                           "security_protocol": settings.kafka_security_protocol}
     if (ctx := _ssl_context(settings)) is not None:
         kw["ssl_context"] = ctx
@@ -64,7 +73,7 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
 
 def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
     return ServiceBroker(
-        settings.kafka_bootstrap,
+        bootstrap_servers(settings),
         client_id=client_id,
         security=security(settings),
         acks="all",
@@ -209,24 +218,79 @@ class ServiceBroker(KafkaBroker):
         await super().stop(*args, **kwargs)
 
 
-async def ensure_topics(settings: Settings, topics: Topics, partitions: int = 3) -> None:
-    """Create the topics if they are missing; compacted ones keep the latest record per key forever."""
+class TopicLayoutRefused(RuntimeError):
+    """An existing topic cannot serve: the message names the topic and the setting."""
+
+
+async def ensure_topics(settings: Settings, topics: Topics) -> list[TopicProblem]:
+    """Create the missing topics in the configured shape (compacted ones keep the latest record per key forever),
+    then check the existing ones against it (shared/topic_layout.py): each problem is logged naming topic and
+    setting; a state topic that is not compacted raises TopicLayoutRefused. Returns the problems found."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        new = [
-            NewTopic(name, num_partitions=partitions, replication_factor=1,
-                     topic_configs={"cleanup.policy": "compact"} if name in topics.compacted() else {})
-            for name in topics.all() if name not in existing
-        ]
+        cluster = await admin.describe_cluster()
+        brokers = [b["node_id"] for b in cluster.get("brokers", [])]
+        defaults = await _configs(admin, ConfigResource(ConfigResourceType.BROKER, str(brokers[0]))) if brokers \
+            else {}
+        replication, min_insync = shape_for_cluster(
+            partitions=settings.kafka_partitions, replication=settings.kafka_replication_factor,
+            min_insync=settings.kafka_min_insync_replicas, brokers=max(1, len(brokers)),
+            broker_replication=int(defaults.get("default.replication.factor") or 1))
+        compacted = set(topics.compacted())
+        shapes = {name: TopicShape(settings.kafka_partitions, replication, min_insync, name in compacted)
+                  for name in topics.all()}
+        existing = set(await admin.list_topics()) & set(shapes)
+        new = [NewTopic(name, num_partitions=shape.partitions, replication_factor=shape.replication,
+                        topic_configs=_topic_configs(shape))
+               for name, shape in shapes.items() if name not in existing]
         if new:
-            try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
+            with contextlib.suppress(TopicAlreadyExistsError):
+                answer = await admin.create_topics(new)
+                # created meanwhile by another instance or tool, or not yet in the metadata we listed: check it too
+                existing |= {t[0] for t in answer.topic_errors if t[1] == TopicAlreadyExistsError.errno}
+        found = await _described(admin, sorted(existing))
     finally:
         await admin.close()
+    problems = layout_problems(shapes, found, len(brokers))
+    for problem in problems:
+        log.log(logging.ERROR if problem.refuses_start else logging.WARNING, "topic layout: %s", problem.message,
+                extra={"topic": problem.topic, "setting": problem.setting})
+    refusing = [p.message for p in problems if p.refuses_start]
+    if refusing:
+        raise TopicLayoutRefused("; ".join(refusing))
+    return problems
+
+
+def _topic_configs(shape: TopicShape) -> dict[str, str]:
+    configs = {"cleanup.policy": "compact"} if shape.compacted else {}
+    if shape.min_insync is not None:
+        configs["min.insync.replicas"] = str(shape.min_insync)
+    return configs
+
+
+async def _configs(admin: AIOKafkaAdminClient, resource: ConfigResource) -> dict[str, str | None]:
+    answers = await admin.describe_configs([resource])
+    return {entry["config_names"]: entry["config_value"] for answer in answers
+            for res in answer.to_object()["resources"] for entry in res["config_entries"]}
+
+
+async def _described(admin: AIOKafkaAdminClient, names: list[str]) -> list[TopicFound]:
+    if not names:
+        return []
+    found = []
+    answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    configs = {res["resource_name"]: {e["config_names"]: e["config_value"] for e in res["config_entries"]}
+               for answer in answers for res in answer.to_object()["resources"]}
+    for topic in await admin.describe_topics(names):
+        partitions = topic.get("partitions") or []
+        config = configs.get(topic["topic"], {})
+        found.append(TopicFound(
+            name=topic["topic"], partitions=len(partitions),
+            replication=min((len(p["replicas"]) for p in partitions), default=0),
+            compacted="compact" in str(config.get("cleanup.policy") or ""),
+            min_insync=int(config.get("min.insync.replicas") or 1)))
+    return found
 
 
 # (partition, offset, timestamp in ms, key, value): a record where it sits

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ppo_alerts.localkafka import LocalKafka
+from ppo_alerts.localkafka import LocalKafka, LocalKafkaCluster
 
 # --------------------------------------------------------------------------- local Kafka
 # One real broker (KRaft, 127.0.0.1, free port) for the whole session, started only when a test
@@ -27,3 +27,18 @@ def local_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka
 @pytest.fixture(scope="session")
 def kafka_bootstrap(local_kafka: LocalKafka) -> str:
     return local_kafka.bootstrap
+
+
+# --------------------------------------------------------------------------- local Kafka cluster
+# Three KRaft nodes (replication factor 3, min.insync.replicas 2), started once for the session when a test asks
+# for `local_cluster`. A test that kills a node must restart it before it ends.
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafkaCluster]:
+    cluster = LocalKafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), nodes=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
