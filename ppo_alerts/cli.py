@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="the local Apache Kafka used for development and tests")
     kafka.add_argument("args", nargs=argparse.REMAINDER)
 
+    postgres = sub.add_parser("postgres", help="a local PostgreSQL: the shared state of the cluster shape")
+    postgres.add_argument("args", nargs=argparse.REMAINDER)
+
     bench = sub.add_parser(
         "bench", help="measure throughput, latency and scale on a local Kafka and SMTP sink; write the report",
         description="Every measurement of docs/performance.md in one run, on a local Kafka broker and SMTP sink it "
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from ppo_alerts.localkafka import main as kafka_main
 
         return kafka_main(args.args, prog="ppo-alerts kafka")
+    if args.command == "postgres":
+        from ppo_alerts.localpostgres import main as postgres_main
+
+        return postgres_main(args.args, prog="ppo-alerts postgres")
     if args.command in ("register", "directory"):
         from ppo_alerts.register_cli import main_directory, main_register
 

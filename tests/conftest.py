@@ -42,3 +42,23 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKaf
         yield cluster
     finally:
         cluster.stop()
+
+
+# --------------------------------------------------------------------------- local PostgreSQL
+# One PostgreSQL server (Debian's binaries, 127.0.0.1, free port) for the session, started when a test asks for
+# `postgres_url`: the shared state of the cluster shape. Its folder is under /tmp: the server runs as the
+# `postgres` user when the tests run as root, and pytest's own temporary folders are closed to other users.
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    import tempfile
+
+    from ppo_alerts.localpostgres import LocalPostgres
+
+    server = LocalPostgres(tempfile.mkdtemp(prefix="ppo-alerts-pg-"))
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.close()
