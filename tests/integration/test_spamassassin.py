@@ -51,7 +51,7 @@ MAX_SCORE = 1.0
 # The reference in a subject is 8 hex characters from a hash; about half of them have three digits in a row, which
 # SpamAssassin takes as a sign of a real message and which exempts the message from some rules (URI_PHISH). Every
 # subject is tested with a reference without, the worse case, so a sample's lucky hash cannot hide a finding.
-NEUTRAL_REF = "ref cafebabe"
+NEUTRAL_HEX = "cafebabe"
 CHECKED_BY_CLI = "A2"  # a Category A warrant: the banner, the deadline and the acknowledgement button
 TIMEOUT_S = 120  # a stuck Perl is a failure, not a hung CI run
 
@@ -146,6 +146,11 @@ for my $path (@ARGV) {
 """
 
 
+def _neutral_ref(subject: str) -> str:
+    """The subject with the hash in its reference ("ref 1a2b3c4d", "ref A2-1a2b3c4d") made of letters only."""
+    return re.sub(r"(\bref (?:[A-Z]\d+-)?)[0-9a-f]{8}\b", rf"\g<1>{NEUTRAL_HEX}", subject)
+
+
 def _env(home: Path) -> dict[str, str]:
     # An empty HOME for prefs and Bayes. The library also finds a home from the password file for its "global state"
     # folder: the batch names that folder; the command cannot, and leaves an empty ~/.spamassassin as any run does.
@@ -209,7 +214,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scored]:
         sender = COURT_SENDER if ex.message.court_recipient else SENDER  # as the notifier picks its From
         path = folder / f"{ex.name}.eml"
         message = ex.message.to_email(sender)
-        message.replace_header("Subject", re.sub(r"ref [0-9a-f]{8}", NEUTRAL_REF, str(message["Subject"])))
+        message.replace_header("Subject", _neutral_ref(str(message["Subject"])))
         path.write_bytes(message.as_bytes())
         paths.append(path)
     control = folder / "control.eml"
