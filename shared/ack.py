@@ -112,12 +112,6 @@ def verify(secret: bytes, params: Mapping[str, str], now: datetime) -> LinkCheck
     return LinkCheck("ok", o, r, expires_at)
 
 
-def reference(obligation_id: str) -> str:
-    """The short reference the obligation's message shows ("Ref 3f9a1c2e"): the first 8 hex digits of sha256 of
-    its id (the notifier's `reference_for`), so the page a link opens can name the message without naming anyone."""
-    return hashlib.sha256(obligation_id.encode()).hexdigest()[:8]
-
-
 _RULE_IN_ID = re.compile(r"^([A-Za-z0-9]{1,20})-[0-9a-f]{24}$")
 
 
@@ -125,6 +119,14 @@ def rule_of(obligation_id: str) -> str | None:
     """The rule an obligation id was made for (`<rule>-<24 hex>`, shared.obligations.obligation_id), or None."""
     found = _RULE_IN_ID.match(obligation_id)
     return found.group(1) if found else None
+
+
+def reference(obligation_id: str) -> str:
+    """The reference the obligation's message gives to quote ("A1-3f9a1c2e"): its rule and the first 8 hex digits
+    of sha256 of its id (the notifier's `reference_for`), so the page a link opens names the message, and nobody."""
+    digest = hashlib.sha256(obligation_id.encode()).hexdigest()[:8]
+    rule = rule_of(obligation_id)
+    return f"{rule}-{digest}" if rule else digest
 
 
 def is_local(url: str) -> bool:

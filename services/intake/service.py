@@ -34,7 +34,7 @@ from services.intake.feeds import decode_json
 from services.intake.plausibility import InstantWindow
 from services.intake.translate import PART_NOT_TAKEN, Translation, not_taken, translate_many
 from shared import metrics
-from shared.ack import Acknowledgement, AckSecretMissing, LinkCheck, ack_secret, reference, rule_of, verify
+from shared.ack import Acknowledgement, AckSecretMissing, LinkCheck, ack_secret, reference, verify
 from shared.clock import Clock
 from shared.consumer_watch import WATCH
 from shared.errors import InputRejected
@@ -413,10 +413,9 @@ _ACK_REFUSED = {
 
 
 def _about(check: LinkCheck) -> str:
-    """Which message this is, as the message itself says it ("Ref 3f9a1c2e (rule A1)"): from the verified id
-    only, and naming nobody (court recipients see it too)."""
-    rule = rule_of(check.obligation_id)
-    return f"Ref {reference(check.obligation_id)}" + (f" (rule {rule})" if rule else "")
+    """Which message this is, as the message itself says it ("Ref A1-3f9a1c2e"): from the verified id only, and
+    naming nobody (court recipients see it too)."""
+    return f"Ref {reference(check.obligation_id)}"
 
 
 def _ack_form(check: LinkCheck, signature_hex: str, label: str) -> str:
