@@ -9,19 +9,21 @@ from __future__ import annotations
 import gc
 import heapq
 import json
+import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from services.intake.translate import PART_NOT_TAKEN, not_taken, translate_many
 from services.rules.ledger import Decision, Ledger
 from services.rules.rulebook import RuleBook, RuleTimings
+from shared import ack
 from shared.directory import Directory
 from shared.errors import InputRejected
 from shared.obligations import HistoryEntry, Obligation
@@ -71,14 +73,41 @@ class MessageSink:
         return []
 
 
-class OutboxSink(MessageSink):
-    """One RFC 5322 file per (obligation, recipient), rendered by the notifier's own templates."""
+# The outbox's acknowledgement links: the base URL the services are configured with (as shared/ack.py
+# ack_base_url: PPO_ACK_BASE_URL, else PPO_PUBLIC_BASE_URL), else this placeholder, which resolves nowhere (.invalid,
+# RFC 2606). They are signed with a fixed, public key, never PPO_ACK_SECRET: obligation ids are deterministic, so a
+# simulation of real events signed with the live key would write links that acknowledge live obligations.
+PLACEHOLDER_ACK_BASE_URL = "https://ack.invalid"
+SIMULATION_ACK_KEY = b"ppo-alerts simulate: links in an outbox acknowledge nothing"
+ACK_BASE_URL_VARIABLES = ("PPO_ACK_BASE_URL", "PPO_PUBLIC_BASE_URL")
 
-    def __init__(self, outbox: Path, sender: str = "ppo-alerts@localhost.invalid") -> None:
+
+def configured_ack_base_url(environ: Mapping[str, str] | None = None) -> str:
+    """The base URL for the outbox's links; SimulationError when the configured one would be refused live."""
+    from shared.neutral_url import base_url_problem
+
+    env = os.environ if environ is None else environ
+    for name in ACK_BASE_URL_VARIABLES:
+        if value := env.get(name, "").strip():
+            if problem := base_url_problem(value):
+                raise SimulationError(f"{name}: {problem}")
+            return value
+    return PLACEHOLDER_ACK_BASE_URL
+
+
+class OutboxSink(MessageSink):
+    """One RFC 5322 file per (obligation, recipient), rendered by the notifier's own templates, with the
+    acknowledgement link the notifier would put in (its shape and base URL; see SIMULATION_ACK_KEY)."""
+
+    def __init__(self, outbox: Path, sender: str = "ppo-alerts@localhost.invalid",
+                 ack_base_url: str = PLACEHOLDER_ACK_BASE_URL, ack_ttl: timedelta | None = None) -> None:
         from services.notifier.render import Renderer, RenderError
+        from shared.settings import Settings
 
         self.outbox = outbox
         self.sender = sender
+        self.ack_base_url = ack_base_url
+        self.ack_ttl = ack_ttl or timedelta(days=Settings.model_fields["ack_link_ttl_days"].default)
         self.renderer = Renderer()
         self._render_error = RenderError
         outbox.mkdir(parents=True, exist_ok=True)
@@ -88,7 +117,9 @@ class OutboxSink(MessageSink):
         for address in o.recipients:
             role = o.recipient_roles.get(address, "")
             try:
-                message = self.renderer.render(o, address, role, None, at)
+                ack_url = ack.link(self.ack_base_url, SIMULATION_ACK_KEY, o.obligation_id, address,
+                                   ack.expiry(at, self.ack_ttl))
+                message = self.renderer.render(o, address, role, ack_url, at)
                 data = bytes(message.to_email(self.sender))
             except self._render_error as exc:  # as live: a message that cannot be produced is refused for good
                 refused.append(Refusal(address, f"{getattr(exc, 'reason', 'render-error')}: {exc}"))
@@ -229,7 +260,7 @@ class _NotText(str):
 
 def run(register_path: Path, directory_path: Path, events_path: Path, until: datetime, out: Path,
         start: datetime | None = None, timings: RuleTimings | None = None, progress: TextIO | None = None,
-        write_outbox: bool = True) -> SimulationEngine:
+        write_outbox: bool = True, ack_base_url: str = PLACEHOLDER_ACK_BASE_URL) -> SimulationEngine:
     from shared.directory import DirectoryError
     from shared.register import RegisterError
 
@@ -253,7 +284,7 @@ def run(register_path: Path, directory_path: Path, events_path: Path, until: dat
         if first is None:
             raise SimulationError("no start: the events file has no line with a valid `at` and --start was not given")
         clock_start, pending = first
-        sink: MessageSink = OutboxSink(out / "outbox") if write_outbox else MessageSink()
+        sink: MessageSink = OutboxSink(out / "outbox", ack_base_url=ack_base_url) if write_outbox else MessageSink()
         engine = SimulationEngine(register, directory, clock_start, timings, sink)
         _drive(engine, pending, lines, progress)
         engine.advance(until)
@@ -398,7 +429,7 @@ def main_simulate(args: Any) -> int:
         until = parse_instant(args.until, "--until")
         start = parse_instant(args.start, "--start") if args.start else None
         engine = run(Path(args.register), Path(args.directory), Path(args.events), until, Path(args.out), start,
-                     progress=sys.stderr)
+                     progress=sys.stderr, ack_base_url=configured_ack_base_url())
     except (SimulationError, ValueError) as exc:
         print(f"ppo-alerts simulate: {exc}", file=sys.stderr)
         return 2

@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from ppo_alerts import cli
-from ppo_alerts.simulate import MessageSink, Refusal, SimulationEngine, parse_instant, run
+from ppo_alerts.simulate import (
+    ACK_BASE_URL_VARIABLES,
+    PLACEHOLDER_ACK_BASE_URL,
+    SIMULATION_ACK_KEY,
+    MessageSink,
+    Refusal,
+    SimulationEngine,
+    parse_instant,
+    run,
+)
 from services.notifier.render import Renderer, TemplateFailed, reference_for
+from shared import ack
 from shared.directory import Directory
 from shared.obligations import Obligation
 from shared.register import Register
@@ -183,7 +195,8 @@ def test_one_rfc5322_message_per_obligation_and_recipient(tmp_path: Path) -> Non
         assert msg["To"] == recipient and msg["From"] and msg["Message-ID"] and msg["Date"]
         subject = msg["Subject"].strip()
         assert subject.startswith("OFFICIAL-SENSITIVE: ")
-        assert subject.endswith(f"({o['rule']}, ref {reference_for(o['obligation_id'])})")
+        # the rule and the short reference end it, whatever the wording ("(A1, ref 1a2b3c4d)" or "ref A1-1a2b3c4d")
+        assert re.search(rf"\b{o['rule']}\b.{{0,8}}{reference_for(o['obligation_id'])}\)?$", subject), subject
         assert msg["X-Classification"] == "OFFICIAL-SENSITIVE"
         assert msg.get_content_type() == "multipart/alternative"
         assert {part.get_content_type() for part in msg.iter_parts()} >= {"text/plain", "text/html"}
@@ -209,6 +222,58 @@ def test_a_cancelled_release_notice_never_reaches_the_outbox(tmp_path: Path) -> 
     assert not list((tmp_path / "outbox").glob(f"{a4['cancelled']['obligation_id']}__*"))
     assert len(list((tmp_path / "outbox").glob(f"{a4['notified']['obligation_id']}__*"))) == 2
     assert a4["notified"]["notified_at"] == "2026-07-06T08:00:00Z"
+
+
+def _ack_links(message_bytes: bytes) -> tuple[set[str], set[str]]:
+    """The acknowledgement links in the text and the HTML part of a message."""
+    msg = BytesParser(policy=policy.default).parsebytes(message_bytes)
+    text = msg.get_body(preferencelist=("plain",)).get_content()
+    html = msg.get_body(preferencelist=("html",)).get_content().replace("&amp;", "&")
+    pattern = re.compile(r"https?://[^\s\"<>]+/ack\?[^\s\"<>]+")
+    return set(pattern.findall(text)), set(pattern.findall(html))
+
+
+def test_the_outbox_carries_the_acknowledgement_link_with_a_placeholder_base(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ACK_BASE_URL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert simulate(RECEPTIONS, tmp_path, "2026-03-07T00:00:00Z") == 0
+    sent = {f"{o['obligation_id']}__{r.replace('@', '_at_')}.eml": (o, r)
+            for o in obligations(tmp_path) if o["notified_at"] for r in o["recipients"]}
+    assert sent
+    for name, (o, recipient) in sent.items():
+        in_text, in_html = _ack_links((tmp_path / "outbox" / name).read_bytes())
+        assert in_text == in_html and len(in_text) == 1, name
+        [url] = in_text
+        parts = urlsplit(url)
+        assert f"{parts.scheme}://{parts.netloc}" == PLACEHOLDER_ACK_BASE_URL and parts.path == ack.LINK_PATH
+        query = parse_qs(parts.query)
+        assert query["o"] == [o["obligation_id"]] and query["r"] == [recipient]
+        # the shape of a live link, valid for the live lifetime from the send, and signed with the simulation's
+        # public key only: it acknowledges nothing live
+        expires = int(query["e"][0])
+        assert expires == ack.expiry(utc(o["notified_at"]), timedelta(days=30))
+        assert query["s"] == [ack.signature(SIMULATION_ACK_KEY, o["obligation_id"], recipient, expires)]
+
+
+def test_the_outbox_links_use_the_configured_base_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PPO_ACK_BASE_URL", raising=False)
+    monkeypatch.setenv("PPO_PUBLIC_BASE_URL", "https://alerts.example.gov.uk/base")
+    assert simulate(RECEPTIONS, tmp_path / "public", "2026-03-07T00:00:00Z") == 0
+    monkeypatch.setenv("PPO_ACK_BASE_URL", "https://notices.example.gov.uk")  # ack's own wins, as live
+    assert simulate(RECEPTIONS, tmp_path / "ack", "2026-03-07T00:00:00Z") == 0
+    for out, base in (("public", "https://alerts.example.gov.uk/base/ack?"), ("ack", "https://notices.example.gov.uk/ack?")):
+        files = list((tmp_path / out / "outbox").iterdir())
+        assert files and all(
+            all(u.startswith(base) for u in set.union(*_ack_links(f.read_bytes()))) for f in files)
+
+
+def test_a_base_url_the_services_would_refuse_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PPO_ACK_BASE_URL", "https://ppo-alerts.example.gov.uk")  # court recipients see it
+    assert simulate(RECEPTIONS, tmp_path, "2026-03-07T00:00:00Z") == 2
+    err = capsys.readouterr().err
+    assert "PPO_ACK_BASE_URL" in err and "says PPO" in err and "Traceback" not in err
 
 
 def _render_failing_for(addresses: set[str]) -> Any:
