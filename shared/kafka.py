@@ -238,7 +238,11 @@ async def ensure_topics(settings: Settings, topics: Topics) -> list[TopicProblem
             min_insync=settings.kafka_min_insync_replicas, brokers=max(1, len(brokers)),
             broker_replication=int(defaults.get("default.replication.factor") or 1))
         compacted = set(topics.compacted())
-        shapes = {name: TopicShape(settings.kafka_partitions, replication, min_insync, name in compacted)
+        # An acknowledgement is read again by intake after a restart ("already acknowledged at ...") for as long as
+        # its link can be pressed: kept the links' lifetime and a day.
+        keep = {topics.acknowledgements: (settings.ack_link_ttl_days + 1) * 86_400_000}
+        shapes = {name: TopicShape(settings.kafka_partitions, replication, min_insync, name in compacted,
+                                   keep.get(name))
                   for name in topics.all()}
         existing = set(await admin.list_topics()) & set(shapes)
         new = [NewTopic(name, num_partitions=shape.partitions, replication_factor=shape.replication,
@@ -266,6 +270,8 @@ def _topic_configs(shape: TopicShape) -> dict[str, str]:
     configs = {"cleanup.policy": "compact"} if shape.compacted else {}
     if shape.min_insync is not None:
         configs["min.insync.replicas"] = str(shape.min_insync)
+    if shape.retention_ms is not None:
+        configs["retention.ms"] = str(shape.retention_ms)
     return configs
 
 
@@ -289,7 +295,8 @@ async def _described(admin: AIOKafkaAdminClient, names: list[str]) -> list[Topic
             name=topic["topic"], partitions=len(partitions),
             replication=min((len(p["replicas"]) for p in partitions), default=0),
             compacted="compact" in str(config.get("cleanup.policy") or ""),
-            min_insync=int(config.get("min.insync.replicas") or 1)))
+            min_insync=int(config.get("min.insync.replicas") or 1),
+            retention_ms=int(config["retention.ms"]) if config.get("retention.ms") else None))
     return found
 
 

@@ -24,6 +24,7 @@ class TopicShape:
     replication: int
     min_insync: int | None  # None: the broker's default
     compacted: bool
+    retention_ms: int | None = None  # None: the broker's default
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class TopicFound:
     replication: int
     compacted: bool
     min_insync: int
+    retention_ms: int | None = None  # -1: kept forever
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,13 @@ def layout_problems(shapes: Mapping[str, TopicShape], found: Iterable[TopicFound
                 topic.name, "cleanup.policy",
                 f"topic {topic.name} is not compacted (cleanup.policy must include compact): it holds the latest "
                 "state of each key, which retention would delete; set cleanup.policy=compact on it", True))
+        if shape.retention_ms is not None and topic.retention_ms is not None and \
+                0 <= topic.retention_ms < shape.retention_ms:
+            problems.append(TopicProblem(
+                topic.name, "retention.ms",
+                f"topic {topic.name} keeps records {topic.retention_ms // 3_600_000} h, less than the "
+                f"{shape.retention_ms // 3_600_000} h its records are needed for; "
+                f"set retention.ms={shape.retention_ms}", False))
         if topic.partitions < shape.partitions:
             problems.append(TopicProblem(
                 topic.name, "PPO_KAFKA_PARTITIONS",

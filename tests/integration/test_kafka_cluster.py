@@ -74,6 +74,7 @@ async def test_an_existing_topic_of_the_wrong_shape_is_named_at_start_up(kafka_b
     assert [(p.topic, p.setting) for p in problems] == [(topics.events, "PPO_KAFKA_PARTITIONS")]
     described = await _describe(settings, [topics.obligations])  # the rest was created, RF 1 on one broker
     assert len(described[topics.obligations]) == 3
+    assert await ensure_topics(settings, topics) == problems  # the acknowledgements' retention was set as created
 
     other = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"w{uuid.uuid4().hex[:8]}")
     await _create(other, Topics(other.topic_prefix).obligations, 3, {"cleanup.policy": "delete"})

@@ -54,3 +54,12 @@ def test_replication_follows_the_setting_else_the_broker_and_never_exceeds_the_b
     assert shape_for_cluster(partitions=3, replication=3, min_insync=2, brokers=1, broker_replication=1) == (1, 1)
     assert shape_for_cluster(partitions=3, replication=2, min_insync=None, brokers=3, broker_replication=3) \
         == (2, None)
+
+
+def test_a_topic_kept_shorter_than_its_records_are_needed_is_reported():
+    shapes = {"ppo.acknowledgements": TopicShape(3, 1, None, False, retention_ms=31 * 86_400_000)}
+    short = TopicFound("ppo.acknowledgements", 3, 1, False, 1, retention_ms=7 * 86_400_000)
+    [problem] = layout_problems(shapes, [short], 1)
+    assert problem.setting == "retention.ms" and "168 h" in problem.message
+    forever = TopicFound("ppo.acknowledgements", 3, 1, False, 1, retention_ms=-1)
+    assert layout_problems(shapes, [forever], 1) == []
