@@ -25,6 +25,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from shared.neutral_url import base_url_problem
+from shared.places import PlacesError, load_places
 
 ENV_PREFIX = "PPO_"
 # PPO_* variables read by tooling and tests, not settings (ppo_alerts/localkafka.py, tests/faults, screenshots)
@@ -37,7 +38,11 @@ _JSON_FIELDS = {  # dict settings, given as JSON in the environment: an example 
     "intake_coordinator_tokens": '{"<sha256 hex of the token>": "<coordinator\'s name>"}',
     "operator_tokens": '{"<sha256 hex of the token>": "<operator\'s name>"}',
     "intake_token_scopes": '{"HMCTS": ["court.", "warrant."]}',
+    "marking_by_domain": '{"met.police.uk": "OFFICIAL-SENSITIVE [PERSONAL]"}',
 }
+# A protective marking heads every subject and body and fills X-Classification: one line of plain ASCII, short
+MARKING = re.compile(r"^[A-Z0-9](?:[A-Za-z0-9 \[\]()/_-]{0,58}[A-Za-z0-9\])])?$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
 _LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 TokenMap = Annotated[dict[str, str], NoDecode]  # NoDecode: our validator parses the JSON and names the setting
 
@@ -235,6 +240,50 @@ class Settings(BaseSettings):
     notifier_redeliver_max_s: float = Field(default=900.0, gt=0, le=86400)  # redeliveries double up to this
     notifier_give_up_after_h: float = Field(default=24.0, gt=0, le=24 * 14)  # then permanent-failure, escalated
     notifier_max_message_bytes: int = Field(default=1_000_000, ge=10_000, le=25_000_000)
+
+    # What a recipient sees (services/notifier/render.py; .env.example explains each)
+    marking: str = "OFFICIAL-SENSITIVE"  # the protective marking: subject, first and last body line, X-Classification
+    # recipient domain -> its own marking; a domain covers its subdomains, the longest listed domain wins
+    marking_by_domain: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    places_file: Path | None = None  # a newer prisons-and-courts file than the package's (shared/reference/places.json)
+
+    @field_validator("marking")
+    @classmethod
+    def _one_line_marking(cls, value: str) -> str:
+        if problem := marking_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("marking_by_domain")
+    @classmethod
+    def _domain_markings(cls, value: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for domain, marking in value.items():
+            name = domain.strip().lower()
+            if not _DOMAIN.match(name):
+                raise ValueError(f"{domain[:60]!r} is not a domain name (e.g. met.police.uk)")
+            if problem := marking_problem(marking):
+                raise ValueError(f"{name}: {problem}")
+            out[name] = marking
+        return out
+
+    @field_validator("places_file")
+    @classmethod
+    def _places_file_usable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_places(value)
+            except PlacesError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+def marking_problem(value: object) -> str | None:
+    """Why `value` cannot be a protective marking, or None: it goes into a mail header, so one short line."""
+    if not isinstance(value, str) or not MARKING.match(value):
+        return ("a marking is one line of 1 to 60 ASCII letters, digits, spaces and [ ] ( ) / _ -, starting with a "
+                "capital or digit, e.g. OFFICIAL-SENSITIVE or OFFICIAL-SENSITIVE [PERSONAL]")
+    return None
 
 
 def settings_problems(exc: ValidationError) -> list[str]:

@@ -1,0 +1,1 @@
+"""Reference data shipped with the package (places.json: prisons and courts by code)."""
