@@ -90,6 +90,13 @@ class Person(Strict):
         return "-"
 
 
+# What a Common Platform hearing tells about a court event (formats.md §2), optional for every other source: the
+# case an officer can look up, the hearing, the court as the feed names it, and the result in the court's words.
+# Text from a feed, as a message can carry it: control characters cleaned (clean_name), length bounded.
+CaseUrn = Annotated[Annotated[str, Field(max_length=40)] | None, BeforeValidator(clean_name)]
+CourtName = Annotated[Annotated[str, Field(max_length=100)] | None, BeforeValidator(clean_name)]
+ResultText = Annotated[Annotated[str, Field(max_length=500)] | None, BeforeValidator(clean_name)]
+
 PrisonId = Annotated[str, Field(min_length=2, max_length=10, pattern=r"^[A-Z0-9]+$")]
 CourtCode = Annotated[str, Field(min_length=1, max_length=20)]
 Reference = Annotated[str, Field(min_length=1, max_length=200)]
@@ -139,18 +146,30 @@ class RotlScheduledData(Strict):
 class BailDecisionData(Strict):
     court_code: CourtCode
     decision: Literal["custody", "conditional_bail", "unconditional_bail"]
+    case_urn: CaseUrn = None  # prosecutionCaseIdentifier.caseURN (or prosecutionAuthorityReference)
+    hearing_date: date | None = None  # the London date of the hearing
+    court_name: CourtName = None  # courtCentre.name, as the feed gave it
+    result_text: ResultText = None  # the judicial result's own wording (resultText, else label)
 
 
 class CourtOutcomeData(Strict):
     court_code: CourtCode
     outcome: Literal["conviction", "acquittal", "adjournment", "dismissed", "withdrawn", "committal", "other"]
     case_ended: bool | None = None
+    case_urn: CaseUrn = None  # prosecutionCaseIdentifier.caseURN (or prosecutionAuthorityReference)
+    hearing_date: date | None = None  # the London date of the hearing
+    court_name: CourtName = None  # courtCentre.name, as the feed gave it
+    result_text: ResultText = None  # the judicial result's own wording (resultText, else label)
 
 
 class SentenceData(Strict):
     court_code: CourtCode
     disposal: Literal["custody", "community", "suspended", "fine", "discharge", "other"]
     custody_days: int | None = Field(default=None, ge=0, le=100 * 366)
+    case_urn: CaseUrn = None  # prosecutionCaseIdentifier.caseURN (or prosecutionAuthorityReference)
+    hearing_date: date | None = None  # the London date of the hearing
+    court_name: CourtName = None  # courtCentre.name, as the feed gave it
+    result_text: ResultText = None  # the judicial result's own wording (resultText, else label)
 
 
 class WarrantIssuedData(Strict):
@@ -159,6 +178,10 @@ class WarrantIssuedData(Strict):
     kind: Literal["fta", "breach", "recall", "arrest"]
     backed_for_bail: bool | None = None
     grade_given: str | None = Field(default=None, max_length=10)
+    case_urn: CaseUrn = None  # prosecutionCaseIdentifier.caseURN (or prosecutionAuthorityReference)
+    hearing_date: date | None = None  # the London date of the hearing
+    court_name: CourtName = None  # courtCentre.name, as the feed gave it
+    result_text: ResultText = None  # the judicial result's own wording (resultText, else label)
 
 
 class WarrantWithdrawnData(Strict):

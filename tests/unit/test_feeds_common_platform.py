@@ -128,8 +128,12 @@ def single(*results: dict[str, Any], code: str = "TH68010") -> Any:
     return t.events[0]
 
 
+CASE_FACTS = ("case_urn", "hearing_date", "court_name", "result_text")  # tested on their own below
+
+
 def data(e: Any) -> dict[str, Any]:
-    return e.data.model_dump()  # type: ignore[no-any-return]
+    """The event's data as the mapping table gives it (without what an officer can look up: CASE_FACTS)."""
+    return {k: v for k, v in e.data.model_dump().items() if k not in CASE_FACTS}
 
 
 # --- the mapping table, row by row ---------------------------------------------------------------------
@@ -653,3 +657,40 @@ def test_too_many_events_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     run(hearing(defendant(*offences)))
     with pytest.raises(InputRejected, match="too large"):
         run(hearing(defendant(*offences, offence(result("4028"), oid="o9"))))
+
+
+# --- what an officer can look up: the case, the hearing, the court, the court's words -------------------
+
+
+def test_every_court_event_carries_the_case_the_hearing_and_the_court() -> None:
+    for r in (result("4576"), result("4028"), result("1002", "FINAL"), result("1115", "FINAL"),
+              result(None, "FINAL", convicted=True)):
+        e = single(r)
+        assert e.data.case_urn == "01AA0000000"
+        assert e.data.hearing_date == date(2026, 2, 13)  # the London date of the sitting day
+        assert e.data.court_name == "Somewhere Magistrates' Court"
+        assert e.data.result_text == "A result"  # the label, without a resultText
+
+
+def test_the_result_text_is_preferred_to_the_label_and_is_cleaned_and_bounded() -> None:
+    e = single(result("4028", text="RI - Remanded in custody\nuntil\x00 the next hearing\u202e" + "x" * 900))
+    assert e.data.result_text.startswith("RI - Remanded in custody until the next hearing")
+    assert len(e.data.result_text) <= 500 and e.data.result_text.isprintable()
+
+
+def test_the_prosecution_authority_reference_stands_in_for_a_missing_urn_and_a_long_one_is_left_out() -> None:
+    h = hearing(defendant(offence(result("4028"))))
+    h["hearing"]["prosecutionCases"][0]["prosecutionCaseIdentifier"] = {"prosecutionAuthorityReference": "PAR-1"}
+    assert run(h).events[0].data.case_urn == "PAR-1"
+    h["hearing"]["prosecutionCases"][0]["prosecutionCaseIdentifier"] = {"caseURN": "U" * 41}
+    assert run(h).events[0].data.case_urn is None
+    h["hearing"]["prosecutionCases"][0]["prosecutionCaseIdentifier"] = "not an object"
+    assert run(h).events[0].data.case_urn is None
+    h["hearing"]["courtCentre"]["name"] = "A\r\nBcc: x@y.z"
+    assert run(h).events[0].data.court_name == "A Bcc: x@y.z"  # one line: never a header, only a body
+
+
+def test_the_case_facts_change_no_id() -> None:
+    a = run(hearing(defendant(offence(result("4028", text="one wording")))))
+    b = run(hearing(defendant(offence(result("4028", text="another wording")))))
+    assert [e.id for e in a.events] == [e.id for e in b.events]

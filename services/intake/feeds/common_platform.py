@@ -54,6 +54,11 @@ Decisions not spelled out in formats.md:
   Each invalid identifier is a problem naming its field (never its value); a defendant with no usable
   identifier yields no events, a problem and `cp:no-identifier`; the rest of the hearing still translates.
 * `court_code` = `courtCentre.code`; without one, events that need it are not produced (`cp:no-court-code`).
+* What an officer can look up, on every warrant and court result (optional fields of the canonical data):
+  `case_urn` = the case's `prosecutionCaseIdentifier.caseURN`, else its `prosecutionAuthorityReference` (at most
+  40 characters, else left out); `hearing_date` = the London date of T; `court_name` = `courtCentre.name`;
+  `result_text` = the result's `resultText`, else its `label` (the first of merged results). Text is cleaned of
+  control characters (`clean_name`) and cut to the canonical bounds (100 and 500 characters), never refused.
 * `source` = `common-platform`.
 """
 
@@ -75,7 +80,7 @@ from services.intake.feeds import (
 )
 from shared.clock import LONDON
 from shared.errors import InputRejected, problems_of
-from shared.events import EVENT_MODELS, Person, clean_name
+from shared.events import EVENT_MODELS, Person, clean_name, london_date
 from shared.identifiers import normalise_cro, normalise_pnc
 from shared.trusted import trusted_constructor
 
@@ -107,6 +112,9 @@ MAX_CUSTODY_DAYS = 100 * 366
 
 MAX_LIST = 10_000  # cases, defendants, offences, results, prompts or hearing days looked at in one list
 MAX_TEXT = 2_000
+MAX_URN = 40
+MAX_COURT_NAME = 100
+MAX_RESULT_TEXT = 500
 
 
 def looks_like_hearing(payload: dict[str, Any]) -> bool:
@@ -129,6 +137,23 @@ def _code(value: Any) -> str:
     if isinstance(value, str):
         return value.strip()[:20]
     return ""
+
+
+def _clean_text(value: Any, limit: int) -> str | None:
+    """Feed text a message can show: cleaned of control characters (clean_name), cut to `limit`; None if blank."""
+    if not isinstance(value, str):
+        return None
+    cleaned = clean_name(value[: limit * 4])  # bounded work for a huge field; cleaning only shortens
+    return cleaned[:limit].rstrip() or None if isinstance(cleaned, str) else None
+
+
+def _case_urn(case: dict[str, Any]) -> str | None:
+    ident = _dict(case.get("prosecutionCaseIdentifier"))
+    for raw in (ident.get("caseURN"), ident.get("prosecutionAuthorityReference")):
+        urn = _clean_text(raw, MAX_TEXT)
+        if urn is not None:
+            return urn if len(urn) <= MAX_URN else None  # a longer one is not a reference to quote
+    return None
 
 
 def _date(value: Any) -> date | None:
@@ -192,6 +217,8 @@ class _Hearing:
         self.res = FeedResult()
         self.hearing_id = text(hearing.get("id")) or ""
         self.court = self._court()
+        centre = hearing.get("courtCentre")
+        self.court_name = _clean_text(centre.get("name"), MAX_COURT_NAME) if isinstance(centre, dict) else None
         self.sitting = self._sitting_day()
         # dedupe key -> (event type, fields); insertion order is the order of the payload
         self.collected: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -266,14 +293,16 @@ class _Hearing:
                 if not isinstance(defendant, dict):
                     self.res.problem(where, "must be an object")
                     continue
-                self._defendant(defendant, where, f"#{ci}.{di}", matched)
+                self._defendant(defendant, where, f"#{ci}.{di}", matched, _case_urn(case))
         for master, results in self.by_master_id.items():
             if master not in matched:
                 self.res.ignored.extend("cp:result-no-defendant" for _ in results)
         self._emit()
         return self.res.finish()
 
-    def _defendant(self, d: dict[str, Any], where: str, position: str, matched: set[str]) -> None:
+    def _defendant(
+        self, d: dict[str, Any], where: str, position: str, matched: set[str], case_urn: str | None
+    ) -> None:
         person = self._person(d, where)
         if person is None:
             self.res.ignored.append("cp:no-identifier")
@@ -287,15 +316,17 @@ class _Hearing:
             is_bail_act = _code(offence.get("offenceCode")).upper() in FTA_OFFENCES
             for ri, result in enumerate(_list(offence.get("judicialResults"))):
                 self._result(
-                    result, f"{where}.offences[{oi}].judicialResults[{ri}]", person, who, is_bail_act
+                    result, f"{where}.offences[{oi}].judicialResults[{ri}]", person, who, is_bail_act, case_urn
                 )
         for ri, result in enumerate(_list(d.get("defendantCaseJudicialResults"))):
-            self._result(result, f"{where}.defendantCaseJudicialResults[{ri}]", person, who, any_bail_act)
+            self._result(
+                result, f"{where}.defendantCaseJudicialResults[{ri}]", person, who, any_bail_act, case_urn
+            )
         for key in {text(d.get("masterDefendantId")), text(d.get("id"))}:
             if key is not None and key in self.by_master_id and key not in matched:
                 matched.add(key)
                 for result_where, result in self.by_master_id[key]:
-                    self._result(result, result_where, person, who, any_bail_act)
+                    self._result(result, result_where, person, who, any_bail_act, case_urn)
 
     def _person(self, d: dict[str, Any], where: str) -> Person | None:
         ids: dict[str, str] = {}
@@ -338,7 +369,13 @@ class _Hearing:
         })
 
     def _result(
-        self, result: Any, where: str, person: Person, who: tuple[str, str, str], bail_act: bool
+        self,
+        result: Any,
+        where: str,
+        person: Person,
+        who: tuple[str, str, str],
+        bail_act: bool,
+        case_urn: str | None,
     ) -> None:
         if not isinstance(result, dict):
             return
@@ -417,6 +454,9 @@ class _Hearing:
         if key in self.collected:
             self.res.ignored.append("cp:duplicate-result")
             return
+        if event_type != "warrant.withdrawn":
+            # What an officer can look up; not part of the key, so merging and ids are as before.
+            data.update(self._case_facts(result, occurred_at, case_urn))
         if len(self.collected) >= MAX_EVENTS:
             raise InputRejected(
                 "hearing too large",
@@ -433,6 +473,17 @@ class _Hearing:
             "person": person,
             "data": data,
             "where": where,
+        }
+
+    def _case_facts(self, result: dict[str, Any], occurred_at: datetime, case_urn: str | None) -> dict[str, Any]:
+        wording = _clean_text(result.get("resultText"), MAX_RESULT_TEXT) or _clean_text(
+            result.get("label"), MAX_RESULT_TEXT
+        )
+        return {
+            "case_urn": case_urn,
+            "hearing_date": london_date(occurred_at),
+            "court_name": self.court_name,
+            "result_text": wording,
         }
 
     @staticmethod
