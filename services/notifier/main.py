@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import timedelta
 
@@ -15,8 +16,31 @@ from shared.clock import Clock
 from shared.directory import Directory
 from shared.http import HttpServer, build_app
 from shared.kafka import make_broker
+from shared.places import Places, PlacesError, default_places, load_places
 from shared.service import RunningService
 from shared.settings import Settings
+
+log = logging.getLogger("ppo.notifier")
+
+
+def places(settings: Settings) -> Places:
+    """The prisons-and-courts reference data: PPO_PLACES_FILE, else the package's own file. A problem is one line
+    naming the file (exit 2); Settings has checked it already, this covers a file changed since."""
+    try:
+        return load_places(settings.places_file) if settings.places_file else default_places()
+    except PlacesError as exc:
+        print(f"ppo-alerts: PPO_PLACES_FILE: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def renderer(settings: Settings) -> Renderer:
+    """The renderer with this deployment's marking (PPO_MARKING, PPO_MARKING_BY_DOMAIN) and places."""
+    reference = places(settings)
+    log.info("places loaded", extra={"places_version": reference.version,
+                                     "places_file": str(settings.places_file or "package"),
+                                     "prisons": len(reference.prisons), "courts": len(reference.courts)})
+    return Renderer(max_message_bytes=settings.notifier_max_message_bytes, marking=settings.marking,
+                    marking_by_domain=settings.marking_by_domain, places=reference)
 
 
 def smtp_settings(settings: Settings) -> SmtpSettings:
@@ -65,7 +89,7 @@ def build(settings: Settings, clock: Clock) -> tuple[RunningService, NotifierSer
     sendlog = SendLog(settings.state_dir / "notifier-sendlog.sqlite")
     sender = SmtpSender(smtp_settings(settings))
     pipeline = DeliveryPipeline(
-        Renderer(max_message_bytes=settings.notifier_max_message_bytes), sender, sendlog, clock,
+        renderer(settings), sender, sendlog, clock,
         directory.recipient_domains, ack_url_builder=ack_links(settings, clock), retry=retry_policy(settings),
         from_address=settings.smtp_sender,
         court_from_address=settings.smtp_court_sender,

@@ -8,13 +8,17 @@ template under `templates/rules/`; both extend a shared layout (`templates/base.
 Guarantees of a `RenderedMessage` (each failure is a `RenderError`, which the pipeline records as a
 permanent failure with its reason):
 - no CR or LF in the recipient, sender or subject (`HeaderInjectionRefused`): header injection is impossible;
-- the subject is `OFFICIAL-SENSITIVE: <fixed wording> (<rule>, ref <8 hex>)`: the wording is the template's
-  `subject` block, rendered with only `court`, `rule` and `ref` defined (StrictUndefined), so no name,
-  identifier, date, place or other payload value can reach the subject, a lock screen or a gateway log;
-  `ref` is the first 8 hex digits of sha256 of the delivery key (`reference_for`), shown near the top of
-  both bodies so a caller can quote it;
-- every body carries the classification marking (`CLASSIFICATION`) at its top and bottom, and the email an
-  `X-Classification` header;
+- the subject is `<marking>: <fixed wording>[ at <site>], ref <rule>-<8 hex>`, e.g. `OFFICIAL-SENSITIVE: PPO in
+  custody at HMP Leeds, ref A1-3f9c1a2e`: the wording is the template's `subject` block, rendered with only
+  `court`, `rule`, `ref` and `site` defined (StrictUndefined), so no name, identifier, date or other payload
+  value can reach the subject, a lock screen or a gateway log. `site` is a prison's or court's name from the
+  reference data (`shared.places`, checked when loaded) looked up by the code in the facts, else the code
+  itself when it is a plain code (`[A-Z0-9]{2,10}`), else nothing. `ref` is the rule and the first 8 hex digits
+  of sha256 of the delivery key (`reference_for`), shown near the top of both bodies so a caller can quote it;
+- the subject is plain ASCII and folded by `SubjectHeader` at spaces only, its first word on the `Subject:` line
+  (Python's own folding would move a 70 to 77 character subject whole to a continuation line);
+- every body carries the recipient's protective marking (`marking`: the renderer's, or the one configured for
+  the recipient's domain) as its first and last line, and the email an `X-Classification` header;
 - nothing over `max_message_bytes` (default 1 MB) (`MessageTooLarge`);
 - for a court recipient (role `court`, or flagged by the caller), the words "PPO", "prolific" and
   "priority offender" appear nowhere in the subject, the bodies, the acknowledgement link, the From header or
@@ -29,9 +33,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from email.headerregistry import BaseHeader, HeaderRegistry, UniqueUnstructuredHeader
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
@@ -40,6 +46,7 @@ from services.notifier.digest_context import RELEASE_KINDS, digest_context
 from shared.clock import LONDON
 from shared.custody import DIGEST
 from shared.obligations import Obligation
+from shared.places import CODE, Places, default_places
 
 __all__ = [
     "CLASSIFICATION",
@@ -55,6 +62,7 @@ __all__ = [
     "RenderError",
     "RenderedMessage",
     "Renderer",
+    "SubjectHeader",
     "TemplateFailed",
     "UnknownRule",
     "delivery_key",
@@ -66,8 +74,10 @@ __all__ = [
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 
-# UK Government Security Classifications: every subject starts with it, every body opens and closes with it.
+# UK Government Security Classifications: the default marking; every subject starts with the recipient's marking,
+# every body opens and closes with it (PPO_MARKING, PPO_MARKING_BY_DOMAIN).
 CLASSIFICATION = "OFFICIAL-SENSITIVE"
+_MARKING = re.compile(r"^[A-Z0-9](?:[A-Za-z0-9 \[\]()/_-]{0,58}[A-Za-z0-9\])])?$")  # as shared.settings.MARKING
 
 RULES: tuple[str, ...] = (
     "A1",
@@ -122,7 +132,7 @@ RULE_SUMMARIES: dict[str, tuple[str, str]] = {
         "A person in custody has a release date: this is the advance notice of release.",
     ),
     "A5": (
-        "A PPO in custody is eligible for home detention curfew (HDC); police input to the Governor's "
+        "A PPO in custody is eligible for home detention curfew (HDC); your input to the Governor's "
         "decision is needed.",
         "A person in custody is eligible for home detention curfew (HDC).",
     ),
@@ -135,7 +145,7 @@ RULE_SUMMARIES: dict[str, tuple[str, str]] = {
         "A person has been released from custody.",
     ),
     "A8": (
-        "A PPO is to be released on temporary licence (ROTL); police must be told in advance.",
+        "A PPO is to be released on temporary licence (ROTL): this is the advance notice.",
         "A person is to be released on temporary licence (ROTL).",
     ),
     "B1": ("A court has made a bail decision about a PPO.", "A court has made a bail decision."),
@@ -222,6 +232,11 @@ _PRISON_FIRST = frozenset({"A1", "A4", "A5", "A6", "A7", "A8", "B6", "C4"})
 _WARRANTS = frozenset({"A2", "A3"})
 _WARRANT_KINDS = {"fta": "failure to appear", "breach": "breach", "recall": "recall", "arrest": "arrest"}
 _RELEASE_DATE_RULES = frozenset({"A4", "A6", "C4"})
+_NO_SITE = frozenset({"B5", "C1", "C2", "C5", "C6", "C7", DIGEST})  # no one place: the subject names none
+# Who the recipient works with, named from where they sit: an offender manager is never told to agree things
+# "with the offender manager".
+_PARTNERS = {"probation": "the police PPO contact", "yot": "the police PPO contact", "om": "the police PPO contact"}
+_CASE_FACTS = ("case_urn", "hearing_date", "court_name", "result_text")
 _BLUE, _RED = "#1d70b8", "#d4351c"
 
 
@@ -333,10 +348,11 @@ def delivery_key(obligation_id: str, escalation: bool = False) -> str:
     return f"{obligation_id}#escalation" if escalation else obligation_id
 
 
-def reference_for(key: str) -> str:
-    """The short opaque reference of a delivery key ('3f9a1c2e'): in the subject and near the top of the
-    body, for people to quote on the phone; it names nobody and can only be matched by the service."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
+def reference_for(key: str, rule: str | None = None) -> str:
+    """The short opaque reference of a delivery key ('3f9a1c2e'; with the rule, 'A1-3f9a1c2e', as subjects and
+    bodies show it): for people to quote on the phone; it names nobody and can only be matched by the service."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return f"{rule}-{digest}" if rule else digest
 
 
 def message_id_for(key: str, recipient: str, domain: str = "ppo-alerts") -> str:
@@ -349,6 +365,35 @@ def _split_sender(sender: str) -> str:
     """The bare address of a From value ('Name <a@b>' or 'a@b')."""
     match = re.search(r"<([^<>]*)>\s*$", sender)
     return match.group(1) if match else sender
+
+
+class SubjectHeader(UniqueUnstructuredHeader):
+    """A Subject folded at spaces, its first word always on the `Subject:` line. Python's folding moves an
+    unstructured value that does not fit after the name, but fits on a line of its own, whole to a continuation
+    line (`Subject:` then ` OFFICIAL-SENSITIVE: ...`): a subject of 70 to 77 characters arrives with a leading
+    space in some clients. The header object travels with the message, so the SMTP client's policy folds with it."""
+
+    def fold(self, *, policy: Any) -> str:
+        header = cast(BaseHeader, self)  # the registry makes each header class a BaseHeader too
+        text = str(self)
+        if not text.isascii() or _CRLF.search(text):
+            return BaseHeader.fold(header, policy=policy)  # not header.fold: that is this method
+        limit = policy.max_line_length or 998
+        lines: list[str] = []
+        line = f"{header.name}:"
+        for i, word in enumerate(text.split(" ")):
+            if i and len(line) + 1 + len(word) > limit:
+                lines.append(line)
+                line = " " + word
+            else:
+                line = f"{line} {word}"
+        lines.append(line)
+        return str(policy.linesep).join(lines) + str(policy.linesep)
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("subject", cast("type[BaseHeader]", SubjectHeader))
+MESSAGE_POLICY = default_policy.clone(header_factory=_HEADERS)
 
 
 # --- the rendered message ------------------------------------------------------------------------------
@@ -387,6 +432,7 @@ class RenderedMessage:
     rendered_at: datetime
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     attachments: tuple[Attachment, ...] = ()
+    marking: str = CLASSIFICATION
 
     def to_email(self, sender: str) -> EmailMessage:
         """The RFC 5322 message: text and HTML alternatives, deterministic Message-ID, X-PPO-* headers
@@ -395,11 +441,12 @@ class RenderedMessage:
             raise HeaderInjectionRefused("sender contains a line break: refused (header injection)")
         validate_address(_split_sender(sender), "sender")
         validate_address(self.recipient)
-        for name, value in (("subject", self.subject), ("reference", self.delivery_key), ("rule", self.rule)):
+        for name, value in (("subject", self.subject), ("reference", self.delivery_key), ("rule", self.rule),
+                            ("marking", self.marking)):
             if _CRLF.search(value):
                 raise HeaderInjectionRefused(f"{name} contains a line break: refused (header injection)")
         prefix = "X-Alert" if self.court_recipient else "X-PPO"
-        msg = EmailMessage()
+        msg = EmailMessage(policy=MESSAGE_POLICY)
         msg["From"] = sender
         msg["To"] = self.recipient
         msg["Subject"] = self.subject
@@ -409,7 +456,7 @@ class RenderedMessage:
         msg[f"{prefix}-Rule"] = self.rule
         msg[f"{prefix}-Template"] = self.template_version
         msg["Auto-Submitted"] = "auto-generated"
-        msg["X-Classification"] = CLASSIFICATION
+        msg["X-Classification"] = self.marking
         msg.set_content(self.text)
         msg.add_alternative(self.html, subtype="html")
         for a in self.attachments:
@@ -450,9 +497,21 @@ class Renderer:
         message_id_domain: str = "ppo-alerts",
         court_message_id_domain: str = "notices",
         loader: jinja2.BaseLoader | None = None,
+        marking: str = CLASSIFICATION,
+        marking_by_domain: Mapping[str, str] | None = None,
+        places: Places | None = None,
     ) -> None:
         if max_message_bytes < 1024:
             raise ValueError("max_message_bytes must be at least 1024")
+        by_domain = {d.strip().lower(): m for d, m in (marking_by_domain or {}).items()}
+        for value in (marking, *by_domain.values()):
+            if not isinstance(value, str) or not _MARKING.match(value):
+                raise ValueError(f"marking {str(value)[:70]!r} must be one line of ASCII letters, digits, spaces and "
+                                 "[ ] ( ) / _ - (at most 60 characters)")
+        self.marking = marking
+        # longest domain first: a subdomain's own marking wins over its parent's
+        self.marking_by_domain = dict(sorted(by_domain.items(), key=lambda item: -len(item[0])))
+        self.places = places or default_places()
         for domain in (message_id_domain, court_message_id_domain):
             if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
                 raise ValueError(f"message id domain {domain!r} must be letters, digits, dots and hyphens")
@@ -499,6 +558,28 @@ class Renderer:
     def template_version(self, rule: str) -> str:
         return self._compiled[rule].version
 
+    def marking_for(self, recipient: str) -> str:
+        """The recipient's protective marking: its domain's (a listed domain covers its subdomains, any case),
+        else the renderer's."""
+        domain = recipient.rpartition("@")[2].strip().lower()
+        for listed, marking in self.marking_by_domain.items():
+            if domain == listed or domain.endswith("." + listed):
+                return marking
+        return self.marking
+
+    def site_for(self, rule: str, facts: Mapping[str, Any]) -> str:
+        """The place a subject names: a name from the reference data, else the code when it is a plain code,
+        else ''. Never a payload's own text (a court centre's name as the feed gave it stays in the body)."""
+        if rule in _NO_SITE:
+            return ""
+        prison = facts.get("to_prison_id") or facts.get("prison_id")
+        if prison:
+            return self.places.prison(prison) or (prison if isinstance(prison, str) and CODE.match(prison) else "")
+        code = facts.get("court_code")
+        if code:
+            return self.places.court(code) or (code if isinstance(code, str) and CODE.match(code) else "")
+        return ""
+
     def render(
         self,
         obligation: Obligation,
@@ -527,21 +608,25 @@ class Renderer:
             if _CRLF.search(ack_url) or not re.match(r"^https?://", ack_url):
                 raise HeaderInjectionRefused("acknowledgement link must be a single-line http(s) URL")
         key = delivery_key(obligation.obligation_id, escalation and obligation.rule != ESCALATION)
-        ref = reference_for(key)
+        ref = reference_for(key, obligation.rule)
+        marking = self.marking_for(recipient)
         context = self._context(obligation, recipient, role, ack_url, now, court, escalation_reason)
-        context.update(ref=ref, original_ref=reference_for(obligation.obligation_id), classification=CLASSIFICATION)
+        context.update(ref=ref, original_ref=reference_for(obligation.obligation_id, obligation.rule),
+                       classification=marking, marking=marking)
+        site = "" if escalation else self.site_for(obligation.rule, context["facts"])
         attachments: tuple[Attachment, ...] = ()
         if name == DIGEST:
             context.update(digest_context(context["facts"], context["bcu"], now))
             context["key_facts"] = self._digest_facts(context)
             attachments = (Attachment(context["custody_csv_name"], "text/csv", context["custody_csv"]),)
         try:
-            # The subject block sees only these three names: a template that reaches for a payload value
-            # (person_label, establishment, facts, ...) fails here (StrictUndefined) instead of leaking it.
-            subject_context = {"court": court, "rule": obligation.rule, "ref": ref}
+            # The subject block sees only these four names: a template that reaches for a payload value
+            # (person_label, establishment, facts, ...) fails here (StrictUndefined) instead of leaking it; `site`
+            # is reference data or a plain code (site_for).
+            subject_context = {"court": court, "rule": obligation.rule, "ref": ref, "site": site}
             wording = "".join(compiled.text.blocks["subject"](compiled.text.new_context(subject_context))).strip()
             wording = re.sub(r"[ \t]{2,}", " ", wording)
-            subject = f"{CLASSIFICATION}: {wording} ({obligation.rule}, ref {ref})"
+            subject = f"{marking}: {wording}, ref {ref}"
             context["subject"] = subject
             text = compiled.text.render(context)
             html = compiled.html.render(context)
@@ -579,6 +664,7 @@ class Renderer:
             rendered_at=now.astimezone(UTC),
             max_message_bytes=self.max_message_bytes,
             attachments=attachments,
+            marking=marking,
         )
 
     # --- the template variables (all top-level names are always defined: StrictUndefined) ---------------
@@ -620,7 +706,11 @@ class Renderer:
         ppos: list[Any] = listed if isinstance(listed, list) else []
         escalation = escalation_reason is not None or o.rule == ESCALATION
         category_a = o.rule in _WARRANTS or (o.grade or "").upper() == "A"
-        where = _where(o.rule, facts)
+        prison, court_label = self.prison_label(facts.get("prison_id")), self.court_label(facts)
+        from_prison = self.prison_label(facts.get("from_prison_id"))
+        to_prison = self.prison_label(facts.get("to_prison_id"))
+        case_line = self.case_line(facts)
+        where = _where(o.rule, facts, prison, court_label, from_prison, to_prison)
         act_by = _act_by(o, facts)
         key_facts: list[tuple[str, str, bool]] = []
         if person is not None:
@@ -631,20 +721,23 @@ class Renderer:
             key_facts.append(("Where", where, False))
         if o.occurred_at:
             key_facts.append(("When", f"{format_london(o.occurred_at)} (UK time)", False))
+        if case_line:
+            key_facts.append(("Case", case_line.removeprefix("Case "), False))
         if o.rule in _WARRANTS and facts.get("warrant_id"):
             raw_kind = facts.get("kind")
-            kind = f" ({_WARRANT_KINDS.get(str(raw_kind), _words(raw_kind))})" if raw_kind else ""
-            key_facts.append(("Warrant", f"{facts['warrant_id']}{kind}", False))
+            kind = _WARRANT_KINDS.get(str(raw_kind), _words(raw_kind)) if raw_kind else ""
+            # A Common Platform warrant's id is the service's own hash: a secondary reference after the case
+            warrant = f"{kind}, service reference {facts['warrant_id']}" if case_line else (
+                f"{facts['warrant_id']} ({kind})" if kind else str(facts["warrant_id"]))
+            key_facts.append(("Warrant", warrant, False))
         if o.grade:
             key_facts.append(("Grade", f"{o.grade} (Category A)" if o.grade.upper() == "A" else o.grade, True))
         if escalation:
             accepted = f", accepted by the mail server {format_london(o.notified_at)}" if o.notified_at else ""
             key_facts.append(("Status", o.status + accepted, True))
-            key_facts.append(("Notice due by", f"{format_london(o.notify_by)} (UK time)", False))
-        elif act_by:
-            key_facts.append(("Your deadline", act_by, True))
-        elif o.rule[:1] in ("A", "B"):
-            key_facts.append(("Your deadline", "none set: act on receipt", False))
+            key_facts.append(("Notice was due", f"{format_london(o.notify_by)} (UK time)", False))
+        # Exactly one deadline line, the recipient's own: "Act by ..." or "No action deadline".
+        key_facts.append(("Deadline", f"Act by {act_by}" if act_by else "No action deadline", bool(act_by)))
         return {
             "obligation": o,
             "obligation_id": o.obligation_id,
@@ -655,8 +748,14 @@ class Renderer:
             "person_label": person_label,
             "identifiers": identifiers,
             "dob": dob,
-            "establishment": facts.get("prison_id") or "",
+            "establishment": prison,
+            "from_prison": from_prison,
+            "to_prison": to_prison,
             "court_code": facts.get("court_code") or "",
+            "court_label": court_label,
+            "case_line": case_line,
+            "result_text": facts.get("result_text") or "",
+            "partner": _PARTNERS.get(role, "the offender manager"),
             "bcu": o.bcu or "",
             "occurred_at": format_london(o.occurred_at) if o.occurred_at else "",
             "raised_at": format_london(o.raised_at),
@@ -687,6 +786,38 @@ class Renderer:
             "key_facts": key_facts,
         }
 
+    def prison_label(self, code: Any) -> str:
+        """'HMP Leeds (LEI)'; 'prison XYZ' when the reference data does not name it; '' for no code."""
+        if not code:
+            return ""
+        name = self.places.prison(code)
+        return f"{name} ({code})" if name else f"prison {code}"
+
+    def court_label(self, facts: Mapping[str, Any]) -> str:
+        """'Liverpool Crown Court (B05KP00)': the reference data's name, else the name the feed gave (bodies
+        only), else 'court B05KP00'; '' for no court."""
+        code = facts.get("court_code")
+        if not code:
+            return ""
+        name = self.places.court(code) or facts.get("court_name")
+        return f"{name} ({code})" if name else f"court {code}"
+
+    def case_line(self, facts: Mapping[str, Any]) -> str:
+        """'Case URN 74GD8837719, hearing on Monday 28 January 2019, at Liverpool Crown Court': what an officer
+        can look up, from a Common Platform hearing; '' when the facts carry no case."""
+        if not facts.get("case_urn") and not facts.get("hearing_date"):
+            return ""
+        parts = []
+        if facts.get("case_urn"):
+            parts.append(f"Case URN {facts['case_urn']}")
+        if facts.get("hearing_date"):
+            parts.append(f"hearing on {format_london_day(facts['hearing_date'])}")
+        code = facts.get("court_code")
+        name = self.places.court(code) or facts.get("court_name") or code
+        if name:
+            parts.append(f"at {name}")
+        return ", ".join(parts)
+
     @staticmethod
     def _digest_facts(context: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
         count, soon, nxt = context["custody_count"], context["custody_soon"], context["custody_next"]
@@ -700,20 +831,17 @@ class Renderer:
             facts.append(("Next release", "today" if nxt == 0 else f"in {nxt} day{'' if nxt == 1 else 's'}", True))
         if context["custody_unknown"]:
             facts.append(("Release date not known", str(context["custody_unknown"]), False))
+        facts.append(("Deadline", "No action deadline", False))
         return facts
 
 
-def _where(rule: str, facts: Mapping[str, Any]) -> str:
+def _where(rule: str, facts: Mapping[str, Any], prison: str, court: str, from_prison: str, to_prison: str) -> str:
     """Where it happened, in words: a prison, a court, or an area."""
-    if facts.get("from_prison_id") and facts.get("to_prison_id"):
-        return f"prison {facts['to_prison_id']} (moved from {facts['from_prison_id']})"
+    if from_prison and to_prison:
+        return f"{to_prison}, moved from {from_prison}"
     if rule == "C5" and facts.get("to_bcu"):
         return f"{facts['to_bcu']}" + (f" (moved from {facts['from_bcu']})" if facts.get("from_bcu") else "")
-    if facts.get("prison_id"):
-        return f"prison {facts['prison_id']}"
-    if facts.get("court_code"):
-        return f"court {facts['court_code']}"
-    return ""
+    return prison or court
 
 
 def _act_by(o: Obligation, facts: Mapping[str, Any]) -> str:
@@ -721,7 +849,7 @@ def _act_by(o: Obligation, facts: Mapping[str, Any]) -> str:
     if o.action_due is not None:
         return f"{format_london(o.action_due)} (UK time)"
     if o.rule in _RELEASE_DATE_RULES and facts.get("release_date"):
-        return f"before release on {format_london_day(facts['release_date'])}"
+        return f"{format_london_day(facts['release_date'])}, the release date"
     if o.rule == "A8" and facts.get("starts_at"):
-        return f"before the licence starts, {format_london(facts['starts_at'])} (UK time)"
+        return f"{format_london(facts['starts_at'])} (UK time), when the licence starts"
     return ""

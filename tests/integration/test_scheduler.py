@@ -331,8 +331,8 @@ async def test_failure_is_escalated_at_once_and_once(settings: Settings, stack: 
     assert len(escalation_mails(smtp)) == 1
     mail = escalation_mails(smtp)[0].message
     assert mail["X-PPO-Obligation"] == f"{states[0].obligation_id}#escalation"
-    ref = reference_for(f"{states[0].obligation_id}#escalation")
-    assert mail["Subject"].strip() == f"OFFICIAL-SENSITIVE: PPO alert escalation (A1, ref {ref})"
+    ref = reference_for(f"{states[0].obligation_id}#escalation", "A1")
+    assert mail["Subject"] == f"OFFICIAL-SENSITIVE: PPO alert escalation, ref {ref}"
 
 
 async def test_acknowledgement_stops_escalation_and_a_forged_link_does_nothing(settings: Settings, stack: Any,

@@ -90,8 +90,8 @@ def test_filename_is_plain() -> None:
 def test_build_digest_has_html_table_text_and_csv(renderer: Renderer) -> None:
     msg = build_digest("13-LD", ROWS, TODAY, renderer, recipient=COORD, sender=SENDER)
     assert msg.get_content_type() == "multipart/mixed"
-    ref = reference_for(msg["X-PPO-Obligation"])
-    assert msg["Subject"] == f"OFFICIAL-SENSITIVE: PPO custody list (D2, ref {ref})"  # no area, date or count
+    ref = reference_for(msg["X-PPO-Obligation"], "D2")
+    assert msg["Subject"] == f"OFFICIAL-SENSITIVE: PPO custody list, ref {ref}"  # no area, date or count
     assert msg["X-Classification"] == "OFFICIAL-SENSITIVE"
     assert msg["X-PPO-Rule"] == DIGEST and msg["To"] == COORD
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -110,7 +110,7 @@ def test_build_digest_has_html_table_text_and_csv(renderer: Renderer) -> None:
             assert expected in body, expected
     assert "In custody:" in text and "6 people" in text
     assert text.startswith("OFFICIAL-SENSITIVE\n") and text.rstrip().endswith("OFFICIAL-SENSITIVE")
-    assert f"Ref {ref} (rule D2)" in text and f"Ref <strong>{ref}</strong>" in html
+    assert f"Ref {ref}: quote this reference" in text and f"Ref <strong>{ref}</strong>" in html
     assert html.count("border-bottom: 1px solid #b1b4b6;\">") == len(ROWS)  # one table row each
     assert html.count("background-color: #f6d7d2") == 4  # passed and within 7 days: red
     soon = build_digest("13-LD", [CustodyRow("Alex SAMPLE", {"noms": "G1234HJ"}, "LEI", date(2026, 3, 1), "crd")],
@@ -128,7 +128,7 @@ def test_build_digest_is_deterministic(renderer: Renderer) -> None:
 def test_empty_digest_says_so(renderer: Renderer) -> None:
     msg = build_digest("21-ST", [], TODAY, renderer, recipient="stoke.ppo.coord@staffordshire.police.uk",
                        sender=SENDER)
-    assert msg["Subject"] == f"OFFICIAL-SENSITIVE: PPO custody list (D2, ref {reference_for(msg['X-PPO-Obligation'])})"
+    assert msg["Subject"] == f"OFFICIAL-SENSITIVE: PPO custody list, ref {reference_for(msg['X-PPO-Obligation'], 'D2')}"
     assert "0 people" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Nobody from this area is in custody" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 

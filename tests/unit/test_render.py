@@ -164,8 +164,8 @@ def test_message_states_who_where_when_what_and_source(renderer: Renderer, rule:
         assert "001 §7.5 (rule " + rule + ")" in body  # the source paragraph
         assert ACK in body
         if rule in WITH_ACTION_DUE:
-            assert "Tuesday 17 February 2026, 23:59" in body  # action_due, London time
-        assert "Tuesday 10 February 2026, 14:15" in body  # notify_by, London time
+            assert "Act by Tuesday 17 February 2026, 23:59" in body  # action_due, London time
+        assert "due to reach you" not in body  # on time: nothing about when it was due
         if rule != "C6":
             assert "Sam EXAMPLE" in body
             for identifier in ("2004/0012345D", "065656/91H", "A1234BC", "X123456"):
@@ -175,10 +175,11 @@ def test_message_states_who_where_when_what_and_source(renderer: Renderer, rule:
         if rule in PRISON_RULES:
             assert PRISON_RULES[rule] in body
         if rule in COURT_RULES:
-            assert "B01LY00" in body
-    ref = reference_for(m.delivery_key)
-    assert m.subject.startswith(("OFFICIAL-SENSITIVE: PPO ", "OFFICIAL-SENSITIVE: Youth PPO "))
-    assert m.subject.endswith(f" ({rule}, ref {ref})")
+            assert "court B01LY00" in body  # a court the reference data does not name
+    ref = reference_for(m.delivery_key, rule)
+    assert m.subject.startswith(("OFFICIAL-SENSITIVE: PPO ", "OFFICIAL-SENSITIVE: Youth PPO ",
+                                 "OFFICIAL-SENSITIVE: Review", "OFFICIAL-SENSITIVE: Re-selection"))
+    assert m.subject.endswith(f", ref {ref}") and ref.startswith(f"{rule}-")
     assert "Sam" not in m.subject and "EXAMPLE" not in m.subject.upper()
     assert len(m.subject) < 120
     for body in (m.text, m.html):
@@ -195,22 +196,23 @@ def test_subject_is_fixed_wording_rule_and_reference_only(renderer: Renderer) ->
     m = renderer.render(obligation("A1"), PPO_ADDRESS, "ppo", None, NOW)
     ref = reference_for("A1-0123456789abcdef01234567")
     assert ref == "865dc592" and len(ref) == 8  # first 8 hex digits of sha256 of the delivery key
-    assert m.subject == f"OFFICIAL-SENSITIVE: PPO received into custody (A1, ref {ref})"
-    assert f"Ref {ref} (rule A1)" in m.text.splitlines()[2]
-    assert f"Ref <strong>{ref}</strong> (rule A1)" in m.html
+    assert reference_for("A1-0123456789abcdef01234567", "A1") == "A1-865dc592"
+    assert m.subject == "OFFICIAL-SENSITIVE: PPO in custody at HMP Leeds, ref A1-865dc592"
+    assert "Ref A1-865dc592: quote this reference" in m.text.splitlines()[2]
+    assert "Ref <strong>A1-865dc592</strong>: quote" in m.html
 
 
-def test_warrant_subject_names_no_person_and_no_court(renderer: Renderer) -> None:
+def test_warrant_subject_names_no_person_and_the_court_only_by_its_code(renderer: Renderer) -> None:
     m = renderer.render(obligation("A2"), PPO_ADDRESS, "ppo", None, NOW)
-    ref = reference_for(m.delivery_key)
-    assert m.subject == f"OFFICIAL-SENSITIVE: PPO failure-to-appear warrant, grade A (A2, ref {ref})"
+    ref = reference_for(m.delivery_key, "A2")
+    assert m.subject == f"OFFICIAL-SENSITIVE: PPO Cat A FTA warrant at B01LY00, ref {ref}"
 
 
 @pytest.mark.parametrize("rule", sorted(WARRANTS))
 def test_warrants_say_category_a_whatever_the_court_gave(renderer: Renderer, rule: str) -> None:
     o = obligation(rule)
     m = renderer.render(o, PPO_ADDRESS, "warrants", None, NOW)
-    assert "grade A" in m.subject
+    assert "Cat A" in m.subject
     for body in (m.text, m.html):
         assert "Category A" in body
     if o.facts.get("grade_given"):
@@ -219,10 +221,11 @@ def test_warrants_say_category_a_whatever_the_court_gave(renderer: Renderer, rul
 
 def test_action_due_and_notify_by_are_stated(renderer: Renderer) -> None:
     m = renderer.render(obligation("B5"), PPO_ADDRESS, "ppo", None, NOW)
-    assert "Your deadline: Tuesday 17 February 2026, 23:59 (UK time)" in m.text
-    assert "This notice was due to reach you by Tuesday 10 February 2026, 14:15." in m.text
+    assert "Deadline: Act by Tuesday 17 February 2026, 23:59 (UK time)" in m.text
+    assert "due to reach you" not in m.text and "LATE" not in m.text
     late = renderer.render(obligation("B5"), PPO_ADDRESS, "ppo", None, NOW + timedelta(hours=1))
-    assert "This notice is late: it was due to reach you by Tuesday 10 February 2026, 14:15." in late.text
+    assert "LATE: this notice was due to reach you by Tuesday 10 February 2026, 14:15 (UK time)." in late.text
+    assert late.text.count("due to reach you") == 1
 
 
 def test_rotl_reported_at_release_is_late_by_construction(renderer: Renderer) -> None:
@@ -243,7 +246,7 @@ def test_no_ack_link_when_none_given(renderer: Renderer) -> None:
 
 def test_list_review_has_no_person_and_renders_a_table(renderer: Renderer) -> None:
     m = renderer.render(obligation("C6"), "coord@westyorkshire.police.uk", "coordinator", ACK, NOW)
-    assert m.subject == f"OFFICIAL-SENSITIVE: PPO list review (C6, ref {reference_for(m.delivery_key)})"
+    assert m.subject == f"OFFICIAL-SENSITIVE: PPO list review, ref {reference_for(m.delivery_key, 'C6')}"
     assert "13-LD" not in m.subject and "2026-02" not in m.subject and "2 people" not in m.subject
     assert "Sam EXAMPLE | 2004/0012345D | A1234BC | premium | Monday 6 January 2025 | in custody" in m.text
     assert "Alex SAMPLE | - | B2345CD | - | Monday 2 June 2025 | - | burglary" in m.text
@@ -283,11 +286,11 @@ def test_escalation_message(renderer: Renderer) -> None:
     m = renderer.render(
         o, "duty@westyorkshire.police.uk", "escalation", ACK, NOW, escalation_reason="not delivered in time"
     )
-    ref = reference_for(f"{o.obligation_id}#escalation")
-    assert m.subject == f"OFFICIAL-SENSITIVE: PPO alert escalation (A2, ref {ref})"
+    ref = reference_for(f"{o.obligation_id}#escalation", "A2")
+    assert m.subject == f"OFFICIAL-SENSITIVE: PPO alert escalation, ref {ref}"
     assert "not delivered in time" not in m.subject  # the reason is in the body
     assert "ESCALATION: not delivered in time" in m.text and ref in m.text
-    assert f"The notice (ref {reference_for(o.obligation_id)})" in m.text  # the original notice's reference
+    assert f"The notice (ref {reference_for(o.obligation_id, 'A2')})" in m.text  # the original notice's reference
     assert "notify_by passed without acceptance" in m.text
     assert "Thursday 12 February 2026, 14:00: notify_by passed" in m.text
     assert "<li>" in m.html and ACK in m.html
@@ -334,7 +337,9 @@ def test_message_times_follow_the_clock_change(renderer: Renderer) -> None:
     assert "Saturday 28 March 2026, 14:00" in renderer.render(before, PPO_ADDRESS, "ppo", None, now).text
     m = renderer.render(after, PPO_ADDRESS, "ppo", None, now)
     assert "Monday 30 March 2026, 15:00" in m.text
-    assert "Monday 30 March 2026, 15:15" in m.html
+    assert "Monday 30 March 2026, 15:00" in m.html
+    late = renderer.render(after, PPO_ADDRESS, "ppo", None, now + timedelta(hours=1))
+    assert "due to reach you by Monday 30 March 2026, 15:15" in late.html  # notify_by, shown when late
 
 
 # --- court recipients never read "PPO" -----------------------------------------------------------------
@@ -452,8 +457,9 @@ def test_line_breaks_in_payload_values_cannot_reach_the_subject(renderer: Render
     m = renderer.render(o, PPO_ADDRESS, "ppo", None, NOW)  # renders: nothing from the payload is in the subject
     email = m.to_email("PPO Alerts <alerts@notify.example.gov.uk>")
     subject = email["Subject"]
-    ref = reference_for(o.obligation_id)
-    assert subject == m.subject == f"OFFICIAL-SENSITIVE: PPO received into custody (A1, ref {ref})"
+    ref = reference_for(o.obligation_id, "A1")
+    # a prison code that is not a plain code is not shown: the subject names no site
+    assert subject == m.subject == f"OFFICIAL-SENSITIVE: PPO in custody, ref {ref}"
     assert "\r" not in subject and "\n" not in subject
     assert "Eve" not in subject and "Bcc" not in subject and "LEI" not in subject and "X: y" not in subject
     raw = email.as_bytes()
