@@ -71,11 +71,15 @@ def _end_of_day(day: date) -> datetime:
 # rule -> (event type, facts, recipient role of the example, action_due, notify_by)
 _SAMPLES: dict[str, tuple[str | None, dict[str, Any], str, datetime | None, datetime | None]] = {
     "A1": ("prison.reception", {"prison_id": "LEI", "reason": "recall"}, "ppo", None, None),
-    "A2": ("warrant.issued", {"warrant_id": "W-2026-0142", "court_code": "B01LY00", "kind": "fta",
-                              "backed_for_bail": False, "grade_given": "C"}, "warrants", None,
+    # A2 as a Common Platform hearing gives it (the case, the hearing, the court's words); A3 from an agency's
+    # canonical event, with its own warrant reference
+    "A2": ("warrant.issued", {"warrant_id": "cp-warrant:9f2b61d04c7e4a3b8d15e0a2c6f7b931", "court_code": "B13AA00",
+                              "kind": "fta", "backed_for_bail": False, "case_urn": "13XX1234526",
+                              "hearing_date": "2026-02-10", "court_name": "Leeds Magistrates' Court",
+                              "result_text": "Warrant not backed for bail issued"}, "warrants", None,
            _end_of_day(date(2026, 2, 11))),
-    "A3": ("warrant.issued", {"warrant_id": "W-2026-0143", "court_code": "B01LY00", "kind": "breach"},
-           "warrants", None, _end_of_day(date(2026, 2, 11))),
+    "A3": ("warrant.issued", {"warrant_id": "W-2026-0143", "court_code": "B13AA00", "kind": "breach",
+                              "grade_given": "C"}, "warrants", None, _end_of_day(date(2026, 2, 11))),
     "A4": ("prison.release_date_set", {"prison_id": "LEI", "release_date": "2026-03-10", "kind": "crd"}, "ppo",
            None, None),
     "A5": ("prison.hdc_eligible", {"prison_id": "LEI", "eligibility_date": "2026-03-02",
@@ -86,22 +90,25 @@ _SAMPLES: dict[str, tuple[str | None, dict[str, Any], str, datetime | None, date
     "A8": ("prison.rotl_scheduled", {"prison_id": "LEI", "starts_at": "2026-02-13T08:00:00+00:00",
                                      "ends_at": "2026-02-13T17:00:00+00:00"}, "ppo", None,
            datetime(2026, 2, 13, 8, 0, tzinfo=UTC)),
-    "B1": ("court.bail_decision", {"court_code": "B01LY00", "decision": "conditional_bail"}, "ppo", None,
+    "B1": ("court.bail_decision", {"court_code": "B13AA00", "decision": "conditional_bail", "case_urn": "13XX1234526",
+                                   "hearing_date": "2026-02-10", "court_name": "Leeds Magistrates' Court",
+                                   "result_text": "RC - Remanded on conditional bail until the hearing on "
+                                                  "24/02/2026 at 10:00"}, "ppo", None,
            OCCURRED + timedelta(hours=24)),
-    "B2": ("court.outcome", {"court_code": "B01LY00", "outcome": "conviction", "case_ended": True}, "ppo",
+    "B2": ("court.outcome", {"court_code": "B13AA00", "outcome": "conviction", "case_ended": True}, "ppo",
            _end_of_day(date(2026, 2, 17)), _end_of_day(date(2026, 2, 10))),
-    "B3": ("court.sentence", {"court_code": "B01LY00", "disposal": "custody", "custody_days": 400},
+    "B3": ("court.sentence", {"court_code": "C13AA00", "disposal": "custody", "custody_days": 400},
            "probation", _end_of_day(date(2026, 2, 15)), None),
-    "B4": ("court.sentence", {"court_code": "B01LY00", "disposal": "community", "trigger": "community_order"},
+    "B4": ("court.sentence", {"court_code": "C13AA00", "disposal": "community", "trigger": "community_order"},
            "probation", _end_of_day(date(2026, 2, 17)), None),
     "B5": ("breach.reported", {"order": "licence"}, "ppo", _end_of_day(date(2026, 2, 17)), None),
     "B6": ("prison.transfer", {"from_prison_id": "LEI", "to_prison_id": "WDI", "prison_id": "WDI"}, "ppo", None,
            None),
-    "B8": ("court.outcome", {"court_code": "B01LY00", "outcome": "conviction", "youth": True}, "yot",
+    "B8": ("court.outcome", {"court_code": "B13AA00", "outcome": "conviction", "youth": True}, "yot",
            _end_of_day(date(2026, 2, 24)), None),
     "C1": (None, {"anchor": "2025-08-08", "occurrence": 1}, "coordinator", None, None),
     "C2": (None, {"selected_on": "2024-02-09"}, "coordinator", None, None),
-    "C3": ("court.sentence", {"court_code": "B01LY00", "disposal": "custody", "custody_days": 1095},
+    "C3": ("court.sentence", {"court_code": "C13AA00", "disposal": "custody", "custody_days": 1095},
            "coordinator", None, None),
     "C4": ("prison.release_date_set", {"prison_id": "LEI", "release_date": "2026-05-10", "kind": "crd"},
            "coordinator", None, None),
@@ -179,6 +186,8 @@ def examples(renderer: Renderer | None = None) -> list[Example]:
         o = sample_obligation(rule)
         [address] = o.recipients
         out.append(Example(rule, r.render(o, address, o.recipient_roles[address], ACK_URL, sample_now(rule))))
+    a1 = sample_obligation("A1")  # the same notice as the offender manager reads it
+    out.append(Example("A1-probation", r.render(a1, ADDRESSES["probation"], "probation", ACK_URL, sample_now("A1"))))
     court = sample_obligation("B1")
     out.append(Example("B1-court", r.render(court, ADDRESSES["court"], "court",
                                             "https://notices.example.gov.uk/ack/F6E5D4C3B2A1", sample_now("B1"))))
