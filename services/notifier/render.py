@@ -538,6 +538,8 @@ class Renderer:
         self.environment.filters["release_kind"] = lambda kind: RELEASE_KINDS.get(str(kind), _words(kind))
         self.environment.filters["a_an"] = _a_an
         self.environment.filters["short_day"] = format_short_day
+        # 'HMP Leeds (LEI)' for a code the reference data names (the digest's prison column)
+        self.environment.filters["prison"] = lambda code: self.prison_label(code).removeprefix("prison ")
         self._compiled: dict[str, _Compiled] = {
             name: self._compile(name) for name in (*RULES, ESCALATION, *REPORTS)
         }
