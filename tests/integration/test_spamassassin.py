@@ -95,10 +95,10 @@ FORBIDDEN: dict[str, str] = {
 }
 
 # Findings reported and waiting for a template change (not to be added to lightly): the test passes with them, and
-# fails once one no longer occurs, so the entry is removed with the fix. B1's "Update the record." (text and HTML:
-# two hits of __VERIFY_ACCOUNT, /(confirm|update|verify) (your|the) record.../) reads as an account-verification
-# phish, and with the acknowledgement link that is URI_PHISH.
-KNOWN: dict[str, set[str]] = {"B1": {"URI_PHISH"}, "B1-court": {"URI_PHISH"}}
+# fails once one no longer occurs, so the entry is removed with the fix. (B1's "Update the record.", which read as
+# an account-verification phish with the acknowledgement link, URI_PHISH, is now "Note the decision on the case
+# file.", and a court is asked for nothing.)
+KNOWN: dict[str, set[str]] = {}
 
 
 @dataclass(frozen=True)
