@@ -19,6 +19,11 @@ permanent failure with its reason):
   (Python's own folding would move a 70 to 77 character subject whole to a continuation line);
 - every body carries the recipient's protective marking (`marking`: the renderer's, or the one configured for
   the recipient's domain) as its first and last line, and the email an `X-Classification` header;
+- the key facts end with exactly one deadline line, the recipient's own: "Act by <when>" or "No action
+  deadline" (a late notice says so once, in its banner); places are named from the reference data with their
+  code ("HMP Leeds (LEI)"), a Common Platform court event with its case ("Case URN ..., hearing on ..., at ...");
+  a recipient is told who it works with from where it sits (`partner`: an offender manager is never asked to
+  agree things "with the offender manager");
 - nothing over `max_message_bytes` (default 1 MB) (`MessageTooLarge`);
 - for a court recipient (role `court`, or flagged by the caller), the words "PPO", "prolific" and
   "priority offender" appear nowhere in the subject, the bodies, the acknowledgement link, the From header or
@@ -236,7 +241,6 @@ _NO_SITE = frozenset({"B5", "C1", "C2", "C5", "C6", "C7", DIGEST})  # no one pla
 # Who the recipient works with, named from where they sit: an offender manager is never told to agree things
 # "with the offender manager".
 _PARTNERS = {"probation": "the police PPO contact", "yot": "the police PPO contact", "om": "the police PPO contact"}
-_CASE_FACTS = ("case_urn", "hearing_date", "court_name", "result_text")
 _BLUE, _RED = "#1d70b8", "#d4351c"
 
 
