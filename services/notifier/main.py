@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from services.notifier.pipeline import DeliveryPipeline, RetryPolicy
 from services.notifier.render import Renderer
-from services.notifier.sendlog import SendLog
+from services.notifier.sendlog import SendLog, claim_timeout_for
 from services.notifier.service import NotifierService
 from services.notifier.smtp import SmtpSender, SmtpSettings
 from shared.ack import AckLinks, AckSecretMissing, ack_base_url, ack_secret
@@ -83,10 +83,17 @@ def ack_links(settings: Settings, clock: Clock) -> AckLinks:
     return AckLinks(ack_base_url(settings), secret, timedelta(days=settings.ack_link_ttl_days), clock)
 
 
+def open_sendlog(settings: Settings) -> SendLog:
+    """The shared PostgreSQL of PPO_NOTIFIER_SENDLOG_URL (several instances), else the SQLite file in the state
+    dir (one instance). A `queued` row keeps other instances off for twice the SMTP timeout (sendlog.py)."""
+    claim = claim_timeout_for(settings.smtp_timeout_s)
+    return SendLog(settings.notifier_sendlog_url or settings.state_dir / "notifier-sendlog.sqlite", claim_timeout=claim)
+
+
 def build(settings: Settings, clock: Clock) -> tuple[RunningService, NotifierService]:
     directory = Directory.load(settings.directory_file)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    sendlog = SendLog(settings.state_dir / "notifier-sendlog.sqlite")
+    sendlog = open_sendlog(settings)
     sender = SmtpSender(smtp_settings(settings))
     pipeline = DeliveryPipeline(
         renderer(settings), sender, sendlog, clock,

@@ -19,6 +19,13 @@ and the caller parks the request for a later redelivery (`RetryPolicy.redelivery
 for a (key, recipient), retries go on until `give_up_after`; after that the outcome is `permanent-failure`
 ("gave up").
 
+Several instances (a shared send log, services/notifier/sendlog.py): a recipient whose row another instance has
+claimed (`queued`, its claim still live) is not sent; the outcome is `temporary-failure` ("in progress at another
+notifier instance ..."), so the caller parks the request and the redelivery finds the other's outcome. This side
+keeps its own claim: an SMTP transaction starts only while the claim (`SendLog.claim_timeout`) has more than a
+margin left (min(claim / 4, 5 s): clock skew between hosts and the commit), and is abandoned (a temporary failure)
+when it would outlast it; the wait for a pooled connection counts.
+
 Metric: `ppo_notifier_deliveries_total{outcome}` (Counter), outcome as in `DeliveryOutcome.outcome`.
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +44,7 @@ from typing import Literal
 from prometheus_client import Counter
 
 from services.notifier.render import Renderer, RenderError, delivery_key, validate_address
-from services.notifier.sendlog import SendLog, SendLogEntry, decide
+from services.notifier.sendlog import InProgressElsewhere, SendLog, SendLogEntry, decide, in_progress_elsewhere
 from services.notifier.smtp import EmailSender, RecipientResult
 from shared.clock import Clock
 from shared.directory import domain_allowed
@@ -257,6 +265,12 @@ class DeliveryPipeline:
         now = self.clock.now()
         previous = await asyncio.to_thread(self.sendlog.get, key, recipient)
 
+        # 0. Another instance is sending it (a partition moved while it was): its outcome is the one that counts.
+        if in_progress_elsewhere(previous, self.sendlog.holder, now, self.sendlog.claim_timeout):
+            assert previous is not None
+            return outcome("temporary-failure", str(InProgressElsewhere(previous, self.sendlog.claim_timeout)),
+                           previous)
+
         # 1. The allow-list, again (the directory was checked at load; this is the last line of defence).
         refusal = self._address_refusal(recipient)
         if refusal is not None:
@@ -332,15 +346,30 @@ class DeliveryPipeline:
         on_progress: Progress | None,
     ) -> DeliveryOutcome:
         ids = {"message_id": message_id, "template_version": template_version}
+        claim_s = self.sendlog.claim_timeout.total_seconds()
+        margin_s = min(claim_s / 4, 5.0)
         retries = 0
         while True:
-            queued = await asyncio.to_thread(
-                self.sendlog.record_queued, key, recipient, rule=rule, now=self.clock.now(), **ids
-            )
+            claimed = time.monotonic()  # before the write: the claim is no older than this
+            try:
+                queued = await asyncio.to_thread(
+                    self.sendlog.record_queued, key, recipient, rule=rule, now=self.clock.now(), **ids
+                )
+            except InProgressElsewhere as busy:  # taken between our read and our claim
+                return outcome("temporary-failure", str(busy), busy.entry)
             if on_progress is not None:  # recorded (on disk, then on Kafka) before the transaction starts
                 await on_progress(outcome("queued", f"attempt {queued.attempts}", queued))
+            budget_s = claim_s - margin_s - (time.monotonic() - claimed)
             try:
-                result = (await self.sender.send(message, [recipient])).for_recipient(recipient)
+                if budget_s <= 0:  # a slow Kafka or database: another instance may take the row from now on
+                    result = RecipientResult(recipient, "temporary", None,
+                                             f"not started: the claim ({claim_s:g} s) ran out first")
+                else:
+                    sent = await asyncio.wait_for(self.sender.send(message, [recipient]), timeout=budget_s)
+                    result = sent.for_recipient(recipient)
+            except TimeoutError:
+                result = RecipientResult(recipient, "temporary", None,
+                                         f"abandoned: no reply within the claim ({claim_s:g} s)")
             except Exception as exc:  # a sender bug must not lose the outcome: temporary, retried
                 log.exception("notifier: sender raised for %s", o.log_ref())
                 result = RecipientResult(recipient, "temporary", None, f"{type(exc).__name__}: {exc}")

@@ -148,7 +148,8 @@ class NotifierService:
         """Republish every parked request that is due; how many were."""
         sendlog = self.pipeline.sendlog
         count = 0
-        while due := await asyncio.to_thread(sendlog.due_redeliveries, self.clock.now()):
+        # Claimed, not just read: with several instances on one send log, each park is republished by one of them.
+        while due := await asyncio.to_thread(sendlog.claim_redeliveries, self.clock.now()):
             for r in due:
                 key = r.delivery_key.split("#", 1)[0]  # the topic's key is the obligation id
                 await self.broker.publish(r.request, r.topic, key=key.encode())
