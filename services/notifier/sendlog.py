@@ -37,6 +37,9 @@ expired claim of an instance that died (sent again: at least once). The claim is
 too: the pipeline starts an SMTP transaction only while its claim has time left, and abandons one that would
 outlast it (`DeliveryPipeline`); failure rows never overwrite another instance's live claim. Instants are those
 of the instances' own clocks: keep them in NTP sync, well within the pipeline's margin (5 s by default).
+On the single-node SQLite file every process is the same holder ("local"): the file has one owner, so a restart
+after a crash retries its `queued` rows at once, as before claims. On PostgreSQL each process is its own holder
+(host:pid:random), so a crashed instance's `queued` rows wait for its claim to lapse, whoever picks them up.
 
 States: `queued` (written just before the SMTP transaction starts), `sent` (the server accepted the message),
 `temporary-failure` (4xx or connection trouble: retried until the deadline), `permanent-failure` (5xx, a refused
@@ -55,18 +58,18 @@ A crash between republishing and marking republishes once more, which the send l
 
 Residual duplicate window
 -------------------------
-Exactly once per recipient holds across crashes, restarts and rebalances except in one window: the mail server
-has accepted the message (its 250 reply to the end of DATA) and the `sent` row is not committed, because the
-instance died first (kill -9, power loss, out of memory; not a clean stop), or, with several instances, because
-it was paused past its claim with the message already written (a frozen VM, a clock jump beyond the margin).
-The row still says `queued`; once the claim timeout has passed since it was written, the redelivered request is
-sent again and the recipient receives the message twice, with the same Message-ID (mail systems and people can
-recognise it as a repeat). The window is one database commit after the server's reply: milliseconds on a local
-disk, one round trip more to a shared PostgreSQL. Closing it would mean never retrying a `queued` row, which
-turns the same crash into a message that may never have been sent: a silent loss, which the rule book forbids, so
-the notifier chooses the rare duplicate. The other ambiguous case, a connection dropped (or a transaction
-abandoned at the end of its claim) after the whole message was sent but before the server's reply, is treated
-the same way (temporary failure, retried) for the same reason.
+Exactly once per recipient holds across crashes, restarts and rebalances except in one window: the mail server has
+accepted the message (its 250 reply to the end of DATA) and the `sent` row is not committed, because the instance
+died first (kill -9, power loss, out of memory; not a clean stop), or, with several instances, because it was
+paused past its claim with the message already written (a frozen VM, a clock jump beyond the margin). The row still
+says `queued`; the redelivered request is sent again (on SQLite by the restarted process, on PostgreSQL by any
+instance once the claim timeout has passed since the row was written) and the recipient receives the message twice,
+with the same Message-ID (mail systems and people can recognise it as a repeat). The window is one database commit
+after the server's reply: milliseconds on a local disk, one round trip more to a shared PostgreSQL. Closing it
+would mean never retrying a `queued` row, which turns the same crash into a message that may never have been sent:
+a silent loss, which the rule book forbids, so the notifier chooses the rare duplicate. The other ambiguous case, a
+connection dropped (or a transaction abandoned at the end of its claim) after the whole message was sent but before
+the server's reply, is treated the same way (temporary failure, retried) for the same reason.
 `tests/integration/test_notifier_restart.py` kills the notifier (SIGKILL) twice mid-batch, outside this window,
 and asserts exactly once per recipient; `tests/integration/test_notifier_cluster.py` does it with two instances
 sharing PostgreSQL and a consumer group, one killed so its partitions move to the other.
@@ -130,6 +133,7 @@ Decision = Literal["send", "skip-already-sent", "skip-permanent", "retry"]
 SEND_STATES: tuple[str, ...] = ("queued", "sent", "temporary-failure", "permanent-failure")
 CLAIM_FACTOR = 2.0  # claim timeout = this x the SMTP timeout (module docstring)
 DEFAULT_CLAIM_TIMEOUT = timedelta(seconds=CLAIM_FACTOR * 30.0)  # the SMTP timeout's default is 30 s
+SQLITE_HOLDER = "local"  # every process on a SQLite send log (see SendLog.__init__)
 REDELIVERY_HOLD = timedelta(seconds=30)  # a republisher's claim on a due park: one Kafka publish, with room
 
 
@@ -354,10 +358,12 @@ class SendLog:
             raise ValueError("claim_timeout must be positive")
         self.target = target
         self.path = Path(target) if "://" not in str(target) else None
-        self.holder = holder or default_holder()
         self.claim_timeout = claim_timeout
         self.engine = _engine(target)
         self.dialect = self.engine.dialect.name
+        # A SQLite file has one owner (one instance per state dir), so a restarted process is the same holder and
+        # retries its own `queued` rows at once, as before claims; on a shared database, every process is its own.
+        self.holder = holder or (SQLITE_HOLDER if self.dialect == "sqlite" else default_holder())
         self._create_schema()
 
     def _create_schema(self) -> None:

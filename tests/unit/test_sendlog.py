@@ -310,3 +310,17 @@ def test_old_sqlite_file_gains_the_claim_columns(tmp_path: Path) -> None:
         e = log.get("A1-abc", "a@police.uk")
         assert e is not None and (e.state, e.sent_at, e.claimed_by) == ("sent", T0, "")
         assert [r.delivery_key for r in log.claim_redeliveries(T0 + timedelta(microseconds=1))] == ["A1-9"]
+
+
+def test_default_holders_sqlite_one_owner_postgresql_one_per_process(tmp_path: Path, postgres_url: str) -> None:
+    path = tmp_path / "log.sqlite"
+    with SendLog(path) as before_the_crash:
+        before_the_crash.record_queued("A1-abc", "a@police.uk", now=T0, **ARGS)
+    with SendLog(path) as restarted:  # the file's one owner again: its own row, retried at once
+        assert restarted.record_queued("A1-abc", "a@police.uk", now=T0 + timedelta(seconds=1), **ARGS).attempts == 2
+    url = fresh_schema(postgres_url, "sendlog")
+    with SendLog(url) as first, SendLog(url) as second:
+        assert first.holder != second.holder
+        first.record_queued("A1-abc", "a@police.uk", now=T0, **ARGS)
+        with pytest.raises(InProgressElsewhere):
+            second.record_queued("A1-abc", "a@police.uk", now=T0 + timedelta(seconds=1), **ARGS)
