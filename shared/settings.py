@@ -131,6 +131,7 @@ class Settings(BaseSettings):
 
     # State kept on local disk
     state_dir: Path = Path("var")
+    notifier_sendlog_url: str | None = None  # default: SQLite file in state_dir; PostgreSQL for several notifiers
 
     # Scheduler
     scheduler_jobstore_url: str | None = None  # default: SQLite file in state_dir
