@@ -7,7 +7,7 @@ import sys
 from datetime import timedelta
 
 from services.notifier.pipeline import DeliveryPipeline, RetryPolicy
-from services.notifier.render import Renderer
+from services.notifier.render import COURT_FORBIDDEN, Renderer
 from services.notifier.sendlog import SendLog, claim_timeout_for
 from services.notifier.service import NotifierService
 from services.notifier.smtp import SmtpSender, SmtpSettings
@@ -40,7 +40,20 @@ def renderer(settings: Settings) -> Renderer:
                                      "places_file": str(settings.places_file or "package"),
                                      "prisons": len(reference.prisons), "courts": len(reference.courts)})
     return Renderer(max_message_bytes=settings.notifier_max_message_bytes, marking=settings.marking,
-                    marking_by_domain=settings.marking_by_domain, places=reference)
+                    marking_by_domain=settings.marking_by_domain, places=reference,
+                    **message_id_domains(settings))
+
+
+def message_id_domains(settings: Settings) -> dict[str, str]:
+    """Message-IDs end in the sender's own domain: filters score a Message-ID whose right-hand side is not a fully
+    qualified domain (Rspamd's MID_RHS_NOT_FQDN). A court's comes from the court sender's domain, unless that names
+    PPOs (the renderer refuses it), when a neutral `notices.invalid` stands in."""
+    def domain(sender: str) -> str:
+        return sender.rsplit("<", 1)[-1].rstrip(">").rsplit("@", 1)[-1].strip()
+
+    court = domain(settings.smtp_court_sender or settings.smtp_sender)
+    return {"message_id_domain": domain(settings.smtp_sender),
+            "court_message_id_domain": "notices.invalid" if COURT_FORBIDDEN.search(court) else court}
 
 
 def smtp_settings(settings: Settings) -> SmtpSettings:

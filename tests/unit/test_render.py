@@ -560,3 +560,15 @@ def test_missing_fact_keys_are_fine_but_a_missing_template_is_not(renderer: Rend
 def test_renderer_refuses_a_naive_now(renderer: Renderer) -> None:
     with pytest.raises(ValueError):
         renderer.render(obligation("A1"), PPO_ADDRESS, "ppo", None, datetime(2026, 2, 10, 14, 5))
+
+
+def test_the_notifier_takes_message_id_domains_from_its_senders():
+    from services.notifier.main import message_id_domains
+    from shared.settings import Settings
+
+    assert message_id_domains(Settings(smtp_sender="Alerts <alerts@ppo-alerts.example.gov.uk>",
+                                       smtp_court_sender="notices@justice-notices.example.gov.uk")) == {
+        "message_id_domain": "ppo-alerts.example.gov.uk", "court_message_id_domain": "justice-notices.example.gov.uk"}
+    # a court sender that names PPOs would reveal them in the Message-ID: a neutral domain instead
+    assert message_id_domains(Settings(smtp_sender="alerts@ppo.example.gov.uk"))["court_message_id_domain"] \
+        == "notices.invalid"
