@@ -44,6 +44,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -56,6 +57,7 @@ log = logging.getLogger("ppo.scheduler")
 JOBS_TABLE = "ppo_scheduler_jobs"
 LIST_REVIEW_JOB = "C6#list-review"  # not an obligation id (those are <rule>-<hex>)
 DIGEST_JOB = "D2#custody-digest"  # the weekly custody digest (likewise)
+SCHEMA_LOCK = 0x5050_5343  # PostgreSQL advisory lock key: table creation, one instance at a time
 
 metadata = MetaData()
 watches = Table(
@@ -102,7 +104,7 @@ def make_engine(url: str, durable: bool = True) -> Engine:
     them). Not durable: APScheduler's job store, whose every add and remove is a commit of its own — a commit lost
     in a power cut loses nothing that matters, since the jobs are reconciled with the watches table at take-over.
     (A process killed at any point loses nothing either way.)"""
-    engine = create_engine(url)
+    engine = create_engine(url, pool_pre_ping=url.startswith("postgresql"))  # a restarted server: fresh connections
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -111,12 +113,14 @@ def make_engine(url: str, durable: bool = True) -> Engine:
             cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cursor.execute("PRAGMA busy_timeout=10000")  # a standby and the active instance share the file
             cursor.close()
-    elif engine.dialect.name == "postgresql" and not durable:
+    elif engine.dialect.name == "postgresql":
+        mode = "on" if durable else "off"  # on: whatever the server's default, a commit is in its WAL on disk
+
         @event.listens_for(engine, "connect")
-        def _async_commit(dbapi_connection: Any, _: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("SET synchronous_commit TO OFF")
-            cursor.close()
+        def _commit_mode(dbapi_connection: Any, _: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET synchronous_commit TO {mode}")
+            dbapi_connection.commit()  # else the pool's rollback when the connection is first returned undoes it
     return engine
 
 
@@ -135,6 +139,13 @@ class WatchStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        if engine.dialect.name == "postgresql":
+            # Two instances starting together: one creates the tables, the other waits, then finds them (DDL is
+            # transactional; without the lock the second CREATE fails on the catalogue's unique index).
+            with engine.begin() as c:
+                c.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+                metadata.create_all(c)
+            return
         try:
             metadata.create_all(engine)
         except OperationalError:

@@ -1,8 +1,10 @@
 """The scheduler as separate processes, killed with SIGKILL: restarts, late timers, and two instances.
 
 Each scheduler runs in its own Python process (the same SchedulerService `ppo-alerts run scheduler` runs, with a
-one-second lateness threshold so "late" does not need a minute's wait) on a real Kafka broker; the instances of a
-test share one state dir, so one SQLite job store and one lease.
+one-second lateness threshold so "late" does not need a minute's wait) on a real Kafka broker. The instances of a
+`cluster` test share one state dir, so one SQLite job store and one lease; those of a `pg_cluster` test have a state
+dir each, as on separate machines, and share a PostgreSQL job store and lease (PPO_SCHEDULER_JOBSTORE_URL, a schema
+of the test's own on the `postgres_url` server): the multi-host path.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from shared.kafka import dumps, ensure_topics, make_broker, read_to_end
 from shared.obligations import NotificationRequest, Obligation
 from shared.settings import Settings
 from shared.topics import Topics
+from tests.pgschema import fresh_schema
 from tests.rulebook_fixtures import DIRECTORY
 
 pytestmark = [pytest.mark.kafka]
@@ -123,20 +126,38 @@ class Instance:
 
 @pytest.fixture
 def cluster(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[Settings, Any]]:
+    yield from _cluster(kafka_bootstrap, tmp_path)
+
+
+@pytest.fixture
+def pg_cluster(kafka_bootstrap: str, tmp_path: Path, postgres_url: str) -> Iterator[tuple[Settings, Any]]:
+    yield from _cluster(kafka_bootstrap, tmp_path, fresh_schema(postgres_url, "scheduler"))
+
+
+def _cluster(kafka_bootstrap: str, tmp_path: Path, jobstore_url: str | None = None) -> Iterator[tuple[Settings, Any]]:
+    """Instances started by `start(name)`: on one state dir, or (with `jobstore_url`) each on its own."""
     directory = tmp_path / "directory.yaml"
     directory.write_text(yaml.safe_dump(DIRECTORY))
     state = tmp_path / "state"
     state.mkdir()
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"f{uuid.uuid4().hex[:8]}",
-                        directory_file=directory, state_dir=state, scheduler_lease_ttl_s=3.0)
+                        directory_file=directory, state_dir=state, scheduler_lease_ttl_s=3.0,
+                        scheduler_jobstore_url=jobstore_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PPO_")}
     env.update({"PPO_KAFKA_BOOTSTRAP": kafka_bootstrap, "PPO_TOPIC_PREFIX": settings.topic_prefix,
                 "PPO_DIRECTORY_FILE": str(directory), "PPO_STATE_DIR": str(state),
                 "PPO_SCHEDULER_LEASE_TTL_S": "3", "PPO_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)})
+    if jobstore_url is not None:
+        env["PPO_SCHEDULER_JOBSTORE_URL"] = jobstore_url
     started: list[Instance] = []
 
     def start(name: str) -> Instance:
-        instance = Instance(env, state, name)
+        if jobstore_url is None:
+            instance = Instance(env, state, name)
+        else:  # a machine of its own: nothing shared but Kafka and the database
+            own = tmp_path / f"state-{name}"
+            own.mkdir(exist_ok=True)
+            instance = Instance({**env, "PPO_STATE_DIR": str(own)}, own, name)
         started.append(instance)
         return instance
 
@@ -195,7 +216,8 @@ def states(settings: Settings) -> dict[str, Obligation]:
 
 
 def tracked(settings: Settings, *obligations: Obligation) -> bool:
-    store = WatchStore(make_engine(f"sqlite:///{settings.state_dir / 'scheduler-jobs.sqlite'}"))
+    url = settings.scheduler_jobstore_url or f"sqlite:///{settings.state_dir / 'scheduler-jobs.sqlite'}"
+    store = WatchStore(make_engine(url))
     try:
         return all(store.get(o.obligation_id) is not None for o in obligations)
     finally:
@@ -242,7 +264,17 @@ def test_a_timer_due_while_the_scheduler_was_down_fires_once_on_start_up_marked_
 
 
 def test_two_instances_fire_each_timer_once_and_the_standby_takes_over(cluster: tuple[Settings, Any]):
-    settings, start = cluster
+    two_instances_fire_each_timer_once_and_the_standby_takes_over(*cluster)
+
+
+def test_two_hosts_on_one_postgresql_fire_each_timer_once_and_the_standby_takes_over(
+    pg_cluster: tuple[Settings, Any],
+):
+    """The multi-host path: separate state dirs, one PostgreSQL job store and lease."""
+    two_instances_fire_each_timer_once_and_the_standby_takes_over(*pg_cluster)
+
+
+def two_instances_fire_each_timer_once_and_the_standby_takes_over(settings: Settings, start: Any) -> None:
     a, b = start("a"), start("b")
     wait_until(lambda: {a.role, b.role} == {"active", "standby"}, what="one active, one standby")
     active, standby = (a, b) if a.role == "active" else (b, a)
@@ -252,7 +284,13 @@ def test_two_instances_fire_each_timer_once_and_the_standby_takes_over(cluster: 
     wait_until(lambda: len(requests(settings)) >= 2, timeout=20, what="the first two fired")
     assert standby.role == "standby"
     active.kill9()  # between the 6 s and the 8.5 s timers
+    killed = time.monotonic()
+    wait_until(lambda: standby.role in ("activating", "active"), timeout=30, what="the standby takes the lease")
+    # Within the lease: it expires ttl after the last renewal, and the standby tries every ttl/3.
+    took = time.monotonic() - killed
+    assert took < settings.scheduler_lease_ttl_s * 4 / 3 + 1.0, f"lease taken {took:.1f} s after the kill"
     wait_until(lambda: standby.role == "active", timeout=30, what="the standby takes over")
+    print(f"lease taken {took:.1f} s, active {time.monotonic() - killed:.1f} s after the kill")  # noqa: T201
     wait_until(lambda: len(requests(settings)) >= len(timers), timeout=40, what="every timer fired")
     time.sleep(3.0)
     counts = Counter(r.obligation.obligation_id for r in requests(settings))
