@@ -99,6 +99,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -361,6 +362,7 @@ class SendLog:
         self.claim_timeout = claim_timeout
         self.engine = _engine(target)
         self.dialect = self.engine.dialect.name
+        self._statements: dict[tuple[bool, bool], Any] = {}
         # A SQLite file has one owner (one instance per state dir), so a restarted process is the same holder and
         # retries its own `queued` rows at once, as before claims; on a shared database, every process is its own.
         self.holder = holder or (SQLITE_HOLDER if self.dialect == "sqlite" else default_holder())
@@ -557,22 +559,47 @@ class SendLog:
         and whether this call wrote it."""
         now = _aware(now)
         key = (obligation_id, recipient.strip().lower())
+        params = {
+            "p_obligation_id": key[0], "p_recipient": key[1], "p_state": state, "p_attempts": 1 if attempt else 0,
+            "p_rule": rule, "p_error": error, "p_code": code, "p_message_id": message_id,
+            "p_template_version": template_version, "p_now": now, "p_sent_at": now if sent else None,
+            "p_holder": self.holder, "p_cutoff": now - self.claim_timeout,
+        }
+        with self.engine.begin() as c:
+            row = c.execute(self._upsert_statement(attempt, only_if_free), params).first()
+            if row is None:  # the condition kept the row as it was: say what it is
+                current = self._get(c, *key)
+                assert current is not None
+                return current, False
+        return self._entry(row), True
+
+    def _upsert_statement(self, attempt: bool, only_if_free: bool) -> Any:
+        """The upsert, built once per shape with bound parameters (building it per call cost more than the
+        commit)."""
+        found = self._statements.get((attempt, only_if_free))
+        if found is not None:
+            return found
         t = send_log
+        instant = _Instant()
+        now = bindparam("p_now", type_=instant)
+        holder = bindparam("p_holder", type_=Text())
         stmt = self._insert(t).values(
-            obligation_id=key[0], recipient=key[1], state=state, attempts=1 if attempt else 0, rule=rule,
-            last_error=error, last_code=code, message_id=message_id, template_version=template_version,
-            created_at=now, updated_at=now, sent_at=now if sent else None, claimed_by=self.holder,
+            obligation_id=bindparam("p_obligation_id"), recipient=bindparam("p_recipient"),
+            state=bindparam("p_state"), attempts=bindparam("p_attempts"), rule=bindparam("p_rule"),
+            last_error=bindparam("p_error"), last_code=bindparam("p_code", type_=Integer()),
+            message_id=bindparam("p_message_id"), template_version=bindparam("p_template_version"),
+            created_at=now, updated_at=now, sent_at=bindparam("p_sent_at", type_=instant), claimed_by=holder,
         )
         x = stmt.excluded
         free: ColumnElement[bool] | None = None
         if only_if_free:
-            free = or_(t.c.state != "queued", t.c.claimed_by == self.holder,
-                       t.c.updated_at <= now - self.claim_timeout)
+            free = or_(t.c.state != "queued", t.c.claimed_by == holder,
+                       t.c.updated_at <= bindparam("p_cutoff", type_=instant))
         stmt = stmt.on_conflict_do_update(
             index_elements=[t.c.obligation_id, t.c.recipient],
             set_={
                 "state": x.state,
-                "attempts": t.c.attempts + (1 if attempt else 0),
+                "attempts": t.c.attempts + x.attempts,
                 "rule": case((x.rule != "", x.rule), else_=t.c.rule),
                 # An attempt starting keeps the last error on record (what the retry is about).
                 "last_error": t.c.last_error if attempt else x.last_error,
@@ -586,13 +613,8 @@ class SendLog:
             },
             where=free,
         ).returning(*_ENTRY_COLUMNS)
-        with self.engine.begin() as c:
-            row = c.execute(stmt).first()
-            if row is None:  # the condition kept the row as it was: say what it is
-                current = self._get(c, *key)
-                assert current is not None
-                return current, False
-        return self._entry(row), True
+        self._statements[(attempt, only_if_free)] = stmt
+        return stmt
 
     def _get(self, c: Connection, obligation_id: str, recipient: str) -> SendLogEntry | None:
         row = c.execute(select(*_ENTRY_COLUMNS).where(
