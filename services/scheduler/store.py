@@ -11,7 +11,8 @@
 
 SQLite file by default (`<state_dir>/scheduler-jobs.sqlite`); PostgreSQL by PPO_SCHEDULER_JOBSTORE_URL
 (`postgresql+psycopg://user:password@host/db`, with the psycopg package installed) — needed when instances run
-on different machines, since a standby must see the same store to take over.
+on different machines, since a standby must see the same store to take over. That path is tested as two hosts
+(separate state dirs, one PostgreSQL; tests/integration/test_scheduler_failover.py, test_scheduler_store_postgres.py).
 """
 
 from __future__ import annotations
