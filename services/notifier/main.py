@@ -39,9 +39,11 @@ def renderer(settings: Settings) -> Renderer:
     log.info("places loaded", extra={"places_version": reference.version,
                                      "places_file": str(settings.places_file or "package"),
                                      "prisons": len(reference.prisons), "courts": len(reference.courts)})
+    domains = message_id_domains(settings)
     return Renderer(max_message_bytes=settings.notifier_max_message_bytes, marking=settings.marking,
                     marking_by_domain=settings.marking_by_domain, places=reference,
-                    **message_id_domains(settings))
+                    message_id_domain=domains["message_id_domain"],
+                    court_message_id_domain=domains["court_message_id_domain"])
 
 
 def message_id_domains(settings: Settings) -> dict[str, str]:
