@@ -2,7 +2,7 @@
 
 - `render`: pure rendering of one obligation for one recipient (Jinja2, compiled once).
 - `smtp`: the `EmailSender` interface and its aiosmtplib implementations (pooled, one-shot).
-- `sendlog`: the durable send log (SQLite) and the pure dedup decision.
+- `sendlog`: the durable send log (SQLite on one node, a shared PostgreSQL for several) and the pure dedup decision.
 - `pipeline`: `DeliveryPipeline.deliver(obligation)`, the async API the Kafka handler calls.
 - `digest`: the weekly custody digest of one BCU (rule `DIGEST`): HTML table by days to release, CSV attached.
 
