@@ -1,7 +1,8 @@
 """The ledger: obligation identity, replacement and cancellation, between events. Pure: no I/O, no clock.
 
-The rules service materialises it from the obligations topic on start-up and feeds it live events;
-`simulate` feeds it lines of a file. Both get the same decisions.
+The rules service materialises it from the obligations topic on start-up and feeds it live events, and what
+other rules instances publish (`learn`, `learn_register_entry`); `simulate` feeds it lines of a file. Both get
+the same decisions.
 """
 
 from __future__ import annotations
@@ -125,6 +126,21 @@ class Ledger:
         known.history = sorted({(h.at, h.what): h for h in [*known.history, *o.history]}.values(),
                                key=lambda h: h.at)
         return True
+
+    def learn(self, o: Obligation) -> bool:
+        """Another rules instance published this state (it had the person's partition before a rebalance, or an
+        event keyed before the selection reached the resolver): take it, unless this instance holds a later state
+        of the same obligation. History only grows (raised, cancelled, revived, sent...): a shorter one is older."""
+        known = self.obligations.get(o.obligation_id)
+        if known is not None and len(o.history) <= len(known.history):
+            return False
+        self.load(o)
+        return True
+
+    def learn_register_entry(self, entry: RegisterEntry) -> None:
+        """Another rules instance changed this register entry: its snapshot is the entry now (RegisterError
+        when its identifiers are someone else's here: then this instance keeps what it has)."""
+        self.register.put(entry)
 
     def get(self, obligation_id: str) -> Obligation | None:
         return self.obligations.get(obligation_id)
