@@ -20,6 +20,10 @@ class Topics:
         return f"{self.prefix}.events"
 
     @property
+    def events_by_person(self) -> str:  # the same records re-keyed by the rules' resolve stage, key = person:<id>
+        return f"{self.prefix}.events.by-person"  # (or the identifier key for someone on no register)
+
+    @property
     def register(self) -> str:  # compacted: register entries, key = register person id
         return f"{self.prefix}.register"
 
@@ -53,7 +57,7 @@ class Topics:
 
     def all(self) -> list[str]:
         return [
-            self.intake_raw, self.events, self.register, self.obligations, self.notifications,
+            self.intake_raw, self.events, self.events_by_person, self.register, self.obligations, self.notifications,
             self.delivery_outcomes, self.graded_warrants, self.dead_letter, self.acknowledgements, self.escalations,
         ]
 

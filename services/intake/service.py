@@ -56,7 +56,9 @@ LOG_EACH_EVENT_UP_TO = 1_000  # a larger batch logs one line with its size and f
 
 
 def person_key(event: EventBase) -> bytes:
-    """Partition by person so one person's events stay in order (best identifier first)."""
+    """The key on `events`: the best identifier the event carries. One person known to a court by PNC and to a
+    prison by NOMS has two keys here; the rules' resolve stage re-keys every event by the register's person id
+    (`<prefix>.events.by-person`), so one instance sees all of a person's events, in order."""
     ids = event.person.identifiers()
     for kind in ("pnc", "noms", "crn", "cro"):
         if kind in ids:
@@ -65,7 +67,12 @@ def person_key(event: EventBase) -> bytes:
 
 
 class RecentIds:
-    """Event ids published lately: a cheap first line of de-duplication (the rules ledger is the real one)."""
+    """Event ids published lately, by this process: a cheap first line of de-duplication, never relied on.
+
+    Another intake instance, or this one after a restart, publishes the same event again; the rules ledger is
+    the real de-duplication (an event whose obligations it holds, by their identity from the fact, publishes
+    nothing; one reported again after a failed send is told apart by its event id), and a replay reaches the
+    instance that holds the person (same key) or one that learnt the obligations from the obligations topic."""
 
     def __init__(self, size: int = 100_000) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()

@@ -15,5 +15,6 @@ def build(settings: Settings, clock: Clock) -> tuple[RunningService, RulesServic
     service = RulesService(settings, broker, clock)
     app = build_app("rules", lambda: service.ready)
     running = RunningService("rules", broker, HttpServer(app, settings.http_host, settings.rules_port),
-                             before_broker=service.load_state, after_stop=[service.sink.stop])
+                             before_broker=service.load_state,
+                             after_stop=[service.sink.stop, service.resolve_sink.stop])
     return running, service

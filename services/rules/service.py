@@ -1,5 +1,19 @@
 """The rules service: consumes canonical events, keeps the ledger, publishes obligations.
 
+Two stages, as a Kafka Streams repartition: the resolve stage (group `ppo-rules-resolve`) reads `<prefix>.events`,
+keyed by whatever identifier each event carries, looks the person up in its view of the register and republishes
+the record unchanged (value and headers) to `<prefix>.events.by-person`, keyed `person:<register person id>` (or,
+for someone on no register, by their best identifier, as intake keys them); its offsets are committed once Kafka
+has acknowledged the republished records. The rule-book stage (group `ppo-rules`) reads `events.by-person`: all of
+one person's events reach one instance, in order, whichever agency reported them.
+
+Every instance also follows `<prefix>.register` and `<prefix>.obligations` live, without a group: what another
+instance wrote (a header names the writer) goes into this one's ledger, so a person whose partition moves at a
+rebalance, or an event keyed before their selection reached the resolver, meets the register and the obligations
+as they are. Known race: an event resolved before the person's selection reached this resolver's view is keyed
+by its identifier, not the person id; a `register.*` event updates the view of the resolver that reads it at once,
+another instance's resolver learns it from the register topic (tens of milliseconds later, typically).
+
 Events are taken in batches (up to `RULES_BATCH` records): each is evaluated in order, every resulting record
 is handed to the producer without waiting, and the batch's offsets are committed only after Kafka has
 acknowledged all of them. At-least-once: a crash or a Kafka error replays the batch, and a replayed event
@@ -11,16 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from services.rules.ledger import Decision, Ledger
+from services.rules.resolve import People
 from services.rules.rulebook import RuleBook, RuleTimings
 from shared import calendar as cal
 from shared import metrics
@@ -34,7 +53,7 @@ from shared.kafka import (
     batch_as_it_is,
     dead_letter,
     dumps,
-    read_to_end,
+    read_positioned,
     records_as_they_are,
 )
 from shared.obligations import NotificationRequest, Obligation
@@ -45,11 +64,14 @@ from shared.topics import Topics
 log = logging.getLogger("ppo.rules")
 
 RULES_BATCH = 5000  # records per batch at most: large enough to amortise the wait for acknowledgements
+INSTANCE_HEADER = "ppo-rules-instance"  # on register and obligation records: which rules instance wrote them
 
 
 class RulesService:
     def __init__(self, settings: Settings, broker: KafkaBroker, clock: Clock,
-                 timings: RuleTimings | None = None) -> None:
+                 timings: RuleTimings | None = None, instance_id: str | None = None) -> None:
+        self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self._mine = [(INSTANCE_HEADER, self.instance_id.encode())]
         self.settings = settings
         self.broker = broker
         self.clock = clock
@@ -57,19 +79,33 @@ class RulesService:
         self.timings = timings or RuleTimings()
         self.ready = False
         self.ledger: Ledger | None = None
-        self.sink = RecordSink(settings, "ppo-rules-out")
+        self.sink = HeaderedSink(settings, "ppo-rules-out")
+        self.resolve_sink = HeaderedSink(settings, "ppo-rules-resolve-out")  # its own: flushed by its own stage
+        self.people = People()  # the resolve stage's view of the register: identifiers -> person id
+        self._register_read: dict[int, int] = {}  # partition -> offset materialised up to (the follower skips it)
         self.directory: DirectoryHolder | None = None  # read through by the rule book; reloaded when the file changes
         self._gaps: set[tuple[str, str]] = set()
         self._watch: asyncio.Task[None] | None = None
         self._metrics_due: asyncio.TimerHandle | None = None
         metrics.initialise("rules")
         broker.subscriber(
-            self.topics.events, group_id="ppo-rules", auto_offset_reset="earliest", batch=True,
+            self.topics.events, group_id="ppo-rules-resolve", auto_offset_reset="earliest", batch=True,
             max_records=RULES_BATCH, batch_timeout_ms=50, ack_policy=AckPolicy.NACK_ON_ERROR,
             parser=batch_as_it_is, decoder=records_as_they_are,
-        )(WATCH.watched("rules", self.topics.events, self.on_events))
+        )(WATCH.watched("rules", self.topics.events, self.on_resolve))
+        broker.subscriber(
+            self.topics.events_by_person, group_id="ppo-rules", auto_offset_reset="earliest", batch=True,
+            max_records=RULES_BATCH, batch_timeout_ms=50, ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=batch_as_it_is, decoder=records_as_they_are,
+        )(WATCH.watched("rules", self.topics.events_by_person, self.on_events))
+        # Every instance follows the register, without a group: other instances' changes, and keys for the resolver.
+        broker.subscriber(
+            self.topics.register, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK_FIRST,
+            decoder=records_as_they_are,
+        )(WATCH.watched("rules", self.topics.register, self.on_register_entry))
         # Every instance follows every obligation's state, without a group: a send that failed for good makes
-        # the next report of its fact try again (the ledger would otherwise take it for a duplicate).
+        # the next report of its fact try again (the ledger would otherwise take it for a duplicate); what
+        # another rules instance raised or cancelled is known here too (a replay there is a duplicate here).
         broker.subscriber(
             self.topics.obligations, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK_FIRST,
             decoder=records_as_they_are,
@@ -79,6 +115,7 @@ class RulesService:
     async def load_state(self) -> None:
         """Materialise the register and the obligations from their compacted topics, then start timers."""
         await self.sink.start()
+        await self.resolve_sink.start()
         self.directory = DirectoryHolder(self.settings.directory_file)
         ledger, imported = await self._materialise()
         self.ledger = ledger
@@ -92,14 +129,18 @@ class RulesService:
         self._register_metrics()
         if self.settings.directory_reload_s > 0 and self._watch is None:
             self._watch = asyncio.create_task(self._watch_directory(), name="ppo-rules-directory-watch")
-        log.info("rules ready", extra={"register_entries": len(register), "obligations": len(ledger.obligations)})
+        for entry in register.entries():
+            self.people.learn_entry(entry)
+        log.info("rules ready", extra={"register_entries": len(register), "obligations": len(ledger.obligations),
+                                       "instance": self.instance_id})
         self.ready = True
 
     async def _materialise(self) -> tuple[Ledger, list[RegisterEntry]]:
         """A ledger holding what Kafka holds: the register and obligations topics read to their ends (the
         register file imported when the topic is empty: those entries are returned, to be published)."""
         register = Register()
-        for _, value in await read_to_end(self.settings, self.topics.register):
+        for partition, offset, _, _, value in await read_positioned(self.settings, self.topics.register):
+            self._register_read[partition] = max(self._register_read.get(partition, 0), offset + 1)
             if value:
                 try:
                     register.put(RegisterEntry.from_dict(_loads(value)))
@@ -110,13 +151,64 @@ class RulesService:
             register = Register.load(self.settings.register_file)
             imported = register.entries()
         ledger = Ledger(RuleBook(register, self.directory, self.timings))  # type: ignore[arg-type]  # reads through
-        for _, value in await read_to_end(self.settings, self.topics.obligations):
+        for *_, value in await read_positioned(self.settings, self.topics.obligations):
             if value:
                 try:
                     ledger.load(Obligation.model_validate_json(value))
                 except ValueError:  # a record no service wrote; the live consumer dead-letters it
                     metrics.EVENTS_IGNORED.labels(service="rules", reason="invalid-obligation-record").inc()
         return ledger, imported
+
+    async def on_resolve(self, message: KafkaMessage) -> None:
+        """The resolve stage: one batch of `events`, each record republished unchanged on `events.by-person` under
+        its person's key; the batch is committed (by returning) only once Kafka has acknowledged them all."""
+        records: tuple[Any, ...] = message.raw_message  # type: ignore[assignment]
+        try:
+            for record in records:
+                key = self.resolve(record.value or b"") or record.key or b"-"
+                await self.resolve_sink.add(self.topics.events_by_person, record.value or b"", key,
+                                            list(record.headers or ()))
+            await asyncio.gather(*await self.resolve_sink.flush())
+        except Exception:
+            self.resolve_sink.discard()
+            raise
+
+    def resolve(self, body: bytes) -> bytes | None:
+        """The key of an event on `events.by-person`; None for a record that is no event (the rule-book stage
+        dead-letters it, with the reason: one place for that, so it travels under the key it came with)."""
+        try:
+            raw = json.loads(body)
+            person, etype = raw["person"], raw["type"]
+            ids = {k: v for k in ("pnc", "cro", "noms", "crn") if isinstance(v := person.get(k), str) and v}
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if not ids or not isinstance(etype, str):
+            return None
+        return self.people.key_for(etype, ids)
+
+    async def on_register_entry(self, message: KafkaMessage) -> None:
+        """A register entry as some rules instance published it: the resolver learns its identifiers (its own
+        writes too: keys only grow); another instance's change goes into this ledger's register. Records read at
+        start-up already are skipped: replayed, an older snapshot would stand until the newer one came again."""
+        record: Any = message.raw_message
+        if self.ledger is None or not record.value or record.offset < self._register_read.get(record.partition, 0):
+            return
+        try:
+            entry = RegisterEntry.from_dict(_loads(record.value))
+        except (ValueError, KeyError, TypeError, RegisterError):
+            metrics.EVENTS_IGNORED.labels(service="rules", reason="invalid-register-record").inc()
+            return
+        self.people.learn_entry(entry)
+        if _header(record.headers, INSTANCE_HEADER) == self.instance_id:
+            return  # this instance's own change: its register holds it already, or a newer one
+        try:
+            self.ledger.learn_register_entry(entry)
+        except RegisterError as exc:
+            metrics.EVENTS_IGNORED.labels(service="rules", reason="register-conflict").inc()
+            log.warning("register entry from another rules instance refused", extra={
+                "person_id": entry.person_id, "error": str(exc)})
+            return
+        self._register_metrics_soon()
 
     async def on_events(self, message: KafkaMessage) -> None:
         """One batch: evaluate each record, publish without waiting, then wait for every acknowledgement."""
@@ -155,9 +247,14 @@ class RulesService:
         except ValueError:
             metrics.EVENTS_IGNORED.labels(service="rules", reason="invalid-obligation-record").inc()
             return
+        writer = _header(getattr(message.raw_message, "headers", None), INSTANCE_HEADER)
+        if writer == self.instance_id:
+            return  # this instance's own write: its ledger holds it, or a later state
         if self.ledger.learn_failure(o):
             log.info("obligation failed; a new report of its fact will try again",
                      extra={"obligation_id": o.obligation_id, "rule": o.rule})
+        elif writer is not None:
+            self.ledger.learn(o)  # another rules instance's raise or cancel
 
     def evaluate(self, body: bytes, received_at: datetime) -> Decision:
         """One event through the ledger; what it decided, to publish. Invalid: raises, the caller dead-letters."""
@@ -170,7 +267,7 @@ class RulesService:
             self._register_metrics_soon()
         if decision.raised or decision.cancelled:
             log.info("event evaluated", extra={
-                "event_id": event.id, "event_type": event.type,  # type: ignore[attr-defined]
+                "instance": self.instance_id, "event_id": event.id, "event_type": event.type,  # type: ignore[attr-defined]
                 "raised": [o.obligation_id for o in decision.raised],
                 "duplicates": len(decision.duplicates), "cancelled": [o.obligation_id for o in decision.cancelled],
             })
@@ -178,7 +275,7 @@ class RulesService:
 
     async def _send(self, value: bytes, topic: str, key: bytes) -> None:
         """Queue a record; the batch's records are handed over together and acknowledged at the batch's end."""
-        await self.sink.add(topic, value, key)
+        await self.sink.add(topic, value, key, self._mine)
 
     async def _publish(self, decision: Decision, now: datetime) -> None:
         t = self.topics
@@ -283,9 +380,36 @@ def _ignored(reason: str) -> Any:
 
 
 def _loads(value: bytes) -> Any:
-    import json
-
     return json.loads(value)
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name and value:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+class HeaderedSink(RecordSink):
+    """RecordSink whose records carry headers: the writer's instance id, and the resolve stage's republished
+    records keep theirs (`ppo-received-at`). Records go where RecordSink would put them, in the order added."""
+
+    async def add(self, topic: str, value: bytes, key: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        partition = _PARTITIONER(key, partitions, partitions)
+        batch = self._open.get((topic, partition))
+        if batch is None:
+            batch = self._open[(topic, partition)] = self._producer.create_batch()
+        if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:  # full: the next takes it
+            self._full.append((batch, topic, partition))
+            batch = self._open[(topic, partition)] = self._producer.create_batch()
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
 
 
 def _received_at_of(headers: Any) -> datetime | None:
