@@ -126,6 +126,7 @@ def _canonical_event_schema() -> dict[str, Any]:
 PAYLOADS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "intake_raw": ("IntakePayload", lambda: RAW_PAYLOAD_SCHEMA),
     "events": ("CanonicalEvent", _canonical_event_schema),
+    "events_by_person": ("CanonicalEvent", _canonical_event_schema),  # the same records, re-keyed by person
     "register": ("RegisterEntry", lambda: REGISTER_ENTRY_SCHEMA),
     "obligations": ("Obligation", _model_schema("shared.obligations.Obligation")),
     "notifications": ("NotificationRequest", _model_schema("shared.obligations.NotificationRequest")),
@@ -175,6 +176,11 @@ def published_topics(service: str) -> list[str]:
             # `.publish(value, topic)` (FastStream) or `._send(value, topic)` (the rules service's batched producer)
             if isinstance(func, ast.Attribute) and func.attr in ("publish", "_send") and len(node.args) >= 2:
                 target = node.args[1]
+                if isinstance(target, ast.Attribute) and target.attr in names:
+                    found.add(target.attr)
+            # `<sink>.add(topic, value, key)` (a batched producer that takes the topic first)
+            if isinstance(func, ast.Attribute) and func.attr == "add" and node.args:
+                target = node.args[0]
                 if isinstance(target, ast.Attribute) and target.attr in names:
                     found.add(target.attr)
     return sorted(found)

@@ -73,7 +73,9 @@ def _operations(service: str) -> set[tuple[str, str, str | None]]:
 
 def test_asyncapi_documents_say_who_consumes_and_publishes_what():
     rules = _operations("rules")
-    assert ("receive", "ppo.events", "ppo-rules") in rules
+    # one person, one partition: the resolve stage re-keys ppo.events, the rule book reads the re-keyed topic
+    assert {("receive", "ppo.events", "ppo-rules-resolve"), ("send", "ppo.events.by-person", None),
+            ("receive", "ppo.events.by-person", "ppo-rules")} <= rules
     assert {("send", "ppo.obligations", None), ("send", "ppo.notifications", None),
             ("send", "ppo.dead-letter", None)} <= rules
     assert ("receive", "ppo.obligations", "ppo-scheduler") in _operations("scheduler")
@@ -85,5 +87,6 @@ def test_asyncapi_documents_say_who_consumes_and_publishes_what():
 
 def test_source_analysis_finds_loop_subscriptions_and_publishes():
     assert ("obligations", "ppo-scheduler") in apidocs.subscribed_topics("scheduler")
-    assert ("events", "ppo-rules") in apidocs.subscribed_topics("rules")
+    assert {("events", "ppo-rules-resolve"), ("events_by_person", "ppo-rules")} <= \
+        set(apidocs.subscribed_topics("rules"))
     assert {"obligations", "notifications", "dead_letter"} <= set(apidocs.published_topics("rules"))
