@@ -110,8 +110,8 @@ def dated_from_now(bodies: list[Any], now: datetime) -> list[Any]:
 
 
 # The services' consumer groups (services/*/service.py): each is asked for its coordinator before they start.
-GROUPS = ("ppo-intake", "ppo-rules", "ppo-scheduler", "ppo-scheduler-acks", "ppo-scheduler-custody", "ppo-notifier",
-          "ppo-notifier-escalations")
+GROUPS = ("ppo-intake", "ppo-rules-resolve", "ppo-rules", "ppo-scheduler", "ppo-scheduler-acks",
+          "ppo-scheduler-custody", "ppo-notifier", "ppo-notifier-escalations")
 
 
 async def wait_until_ready(settings: Settings, groups: tuple[str, ...] = GROUPS, timeout_s: float = 60.0) -> None:

@@ -424,8 +424,8 @@ class RecordSink:
     # more than evaluating the event that raised it (profiled). Records go to the partition the default
     # partitioner gives their key, as every other producer of these topics does, in the order they were added.
 
-    async def add(self, topic: str, value: bytes, key: bytes) -> None:
-        """Queue a record; it is handed to Kafka by the next `flush`."""
+    async def add(self, topic: str, value: bytes, key: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Queue a record (with its headers, if any); it is handed to Kafka by the next `flush`."""
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
@@ -433,10 +433,10 @@ class RecordSink:
         batch = self._open.get((topic, partition))
         if batch is None:
             batch = self._open[(topic, partition)] = self._producer.create_batch()
-        if batch.append(timestamp=None, key=key, value=value) is None:  # full: the next one takes it
+        if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:  # full: the next takes it
             self._full.append((batch, topic, partition))
             batch = self._open[(topic, partition)] = self._producer.create_batch()
-            if batch.append(timestamp=None, key=key, value=value) is None:
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
 
     async def flush(self) -> list[asyncio.Future[Any]]:

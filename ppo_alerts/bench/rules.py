@@ -135,6 +135,7 @@ async def rules_consume(settings: Any, n: int, timeout_s: float = 600.0) -> floa
 
     from services.rules.main import build
     from shared.clock import SystemClock
+    from shared.kafka import client_kwargs
     from shared.topics import Topics
 
     running, service = build(settings, SystemClock())
@@ -147,10 +148,11 @@ async def rules_consume(settings: Any, n: int, timeout_s: float = 600.0) -> floa
         _note_first_event(service, first)
 
     running.before_broker = load_then_watch
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     await running.start()
-    topic = Topics(settings.topic_prefix).events
+    # The rule book reads the events re-keyed by person (after the resolve stage): done when it has committed all
+    topic = Topics(settings.topic_prefix).events_by_person
     deadline = time.perf_counter() + timeout_s
     try:
         committed_first = None

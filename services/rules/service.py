@@ -28,12 +28,10 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -79,8 +77,8 @@ class RulesService:
         self.timings = timings or RuleTimings()
         self.ready = False
         self.ledger: Ledger | None = None
-        self.sink = HeaderedSink(settings, "ppo-rules-out")
-        self.resolve_sink = HeaderedSink(settings, "ppo-rules-resolve-out")  # its own: flushed by its own stage
+        self.sink = RecordSink(settings, "ppo-rules-out")
+        self.resolve_sink = RecordSink(settings, "ppo-rules-resolve-out")  # its own: flushed by its own stage
         self.people = People()  # the resolve stage's view of the register: identifiers -> person id
         self._register_read: dict[int, int] = {}  # partition -> offset materialised up to (the follower skips it)
         self.directory: DirectoryHolder | None = None  # read through by the rule book; reloaded when the file changes
@@ -389,27 +387,6 @@ def _header(headers: Any, name: str) -> str | None:
             return bytes(value).decode(errors="replace")
     return None
 
-
-_PARTITIONER = DefaultPartitioner()
-
-
-class HeaderedSink(RecordSink):
-    """RecordSink whose records carry headers: the writer's instance id, and the resolve stage's republished
-    records keep theirs (`ppo-received-at`). Records go where RecordSink would put them, in the order added."""
-
-    async def add(self, topic: str, value: bytes, key: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
-        partition = _PARTITIONER(key, partitions, partitions)
-        batch = self._open.get((topic, partition))
-        if batch is None:
-            batch = self._open[(topic, partition)] = self._producer.create_batch()
-        if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:  # full: the next takes it
-            self._full.append((batch, topic, partition))
-            batch = self._open[(topic, partition)] = self._producer.create_batch()
-            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
 
 
 def _received_at_of(headers: Any) -> datetime | None:
