@@ -717,3 +717,233 @@ def test_sample_events_are_bare_payloads_about_people_on_the_register():
     assert hmpps == 1
     expected = {"prison.reception", "warrant.issued", "prison.release_date_set", "court.bail_decision"}
     assert expected <= set(types)
+
+
+# --- docker-compose.cluster.yml (the cluster shape: three brokers, PostgreSQL, two replicas of each service) ----
+
+CLUSTER = ROOT / "docker-compose.cluster.yml"
+# what the `${X:?message}` guards stand for in these tests (compose refuses to start without them)
+CLUSTER_GUARDED = {"PPO_ACK_SECRET": "cluster-test-ack-secret-0123456789abcdef", "POSTGRES_PASSWORD": "pw0123"}
+
+
+def _cluster() -> dict[str, Any]:
+    data = yaml.safe_load(CLUSTER.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def _cluster_interpolate(value: Any) -> str:
+    """`_interpolate`, and each `${X:?message}` guard replaced by the test value of X."""
+    def guarded(m: re.Match[str]) -> str:
+        assert m.group(1) in CLUSTER_GUARDED, f"no test value for the guarded variable {m.group(1)}"
+        return CLUSTER_GUARDED[m.group(1)]
+
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return _interpolate(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}", guarded, text))
+
+
+def _cluster_raw_env(service: dict[str, Any]) -> dict[str, str]:
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) if "=" in item else (item, "") for item in raw)
+    return {str(k): str(v) for k, v in raw.items() if v is not None}
+
+
+def _cluster_env(service: dict[str, Any]) -> dict[str, str]:
+    return {k: _cluster_interpolate(v) for k, v in _cluster_raw_env(service).items()}
+
+
+def _cluster_brokers() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in _cluster()["services"].items() if str(s.get("image", "")).startswith("apache/kafka")}
+
+
+def _replicas(service: dict[str, Any]) -> int:
+    return int((service.get("deploy") or {}).get("replicas", 1))
+
+
+def _cluster_prometheus() -> dict[str, Any]:
+    data = _cluster()
+    mounts = {c["target"]: c["source"] for c in data["services"]["prometheus"]["configs"]}
+    source = mounts["/etc/prometheus/prometheus.yml"]
+    config = yaml.safe_load(data["configs"][source]["content"])
+    assert isinstance(config, dict)
+    return config
+
+
+def test_cluster_compose_parses_and_has_every_service():
+    data = _cluster()
+    services = data["services"]
+    assert data["name"] != _compose()["name"], "a project of its own: not the single node's volumes and containers"
+    assert set(APP_SERVICES) | {"postgres", "mailpit", "prometheus"} <= set(services)
+    assert len(_cluster_brokers()) == 3
+    for name in APP_SERVICES:  # the single-node file's conventions: the one image, `run <service>`
+        service = services[name]
+        assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == DOCKERFILE
+        assert service["image"] == _compose()["services"][name]["image"]
+        assert service["command"] == ["run", name]
+
+
+def test_cluster_three_kraft_brokers_one_quorum_rf3_min_isr2():
+    brokers = _cluster_brokers()
+    envs = {name: _cluster_env(s) for name, s in brokers.items()}
+    assert {s["image"] for s in brokers.values()} == {"apache/kafka:3.9.1"}
+    assert sorted(int(e["KAFKA_NODE_ID"]) for e in envs.values()) == [1, 2, 3]
+    assert len({e["CLUSTER_ID"] for e in envs.values()}) == 1
+    voters = {e["KAFKA_CONTROLLER_QUORUM_VOTERS"] for e in envs.values()}
+    assert len(voters) == 1, "one quorum voters list, the same on every node"
+    named = dict(v.split("@", 1) for v in voters.pop().split(","))
+    for name, env in envs.items():
+        listeners = dict(x.split("://", 1) for x in env["KAFKA_LISTENERS"].split(","))
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] == "CONTROLLER"
+        assert named[env["KAFKA_NODE_ID"]] == f"{name}:{listeners['CONTROLLER'].rsplit(':', 1)[-1]}"
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:{listeners['PLAINTEXT'].rsplit(':', 1)[-1]}"
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert brokers[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+        data_mounts = [str(v).split(":")[0] for v in brokers[name]["volumes"]
+                       if str(v).split(":")[1] == env["KAFKA_LOG_DIRS"]]
+        assert len(data_mounts) == 1 and data_mounts[0] in (_cluster().get("volumes") or {})
+    assert set(named) == {e["KAFKA_NODE_ID"] for e in envs.values()}
+
+
+def test_cluster_every_service_has_two_replicas_and_the_whole_bootstrap():
+    services = _cluster()["services"]
+    advertised = {_cluster_env(s)["KAFKA_ADVERTISED_LISTENERS"].removeprefix("PLAINTEXT://")
+                  for s in _cluster_brokers().values()}
+    assert len(advertised) == 3
+    for name in APP_SERVICES:
+        service = services[name]
+        assert _replicas(service) >= 2, f"{name}: one replica"
+        env = _cluster_env(service)
+        assert set(env["PPO_KAFKA_BOOTSTRAP"].split(",")) == advertised, name
+        assert env["PPO_KAFKA_REPLICATION_FACTOR"] == "3" and env["PPO_KAFKA_MIN_INSYNC_REPLICAS"] == "2", name
+        for broker in _cluster_brokers():
+            assert service["depends_on"][broker]["condition"] == "service_healthy", f"{name} -> {broker}"
+
+
+def test_cluster_shared_state_is_the_compose_postgres():
+    services = _cluster()["services"]
+    postgres = services["postgres"]
+    assert postgres["image"] == "postgres:15"
+    assert postgres["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    assert any(str(v).split(":")[1] == "/var/lib/postgresql/data" and str(v).split(":")[0] in _cluster()["volumes"]
+               for v in postgres["volumes"])
+    pg = _cluster_env(postgres)
+    raw_password = _cluster_raw_env(postgres)["POSTGRES_PASSWORD"]
+    assert raw_password.startswith("${POSTGRES_PASSWORD:?"), "the database password comes from the environment"
+    from sqlalchemy.engine import make_url
+
+    for name, variable in (("notifier", "PPO_NOTIFIER_SENDLOG_URL"), ("scheduler", "PPO_SCHEDULER_JOBSTORE_URL")):
+        url = make_url(_cluster_env(services[name])[variable])
+        assert url.drivername == "postgresql+psycopg", name
+        assert url.host == "postgres" and (url.port or 5432) == 5432, name
+        assert (url.username, url.password, url.database) == (
+            pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]), name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
+
+
+def test_cluster_ack_secret_is_shared_and_never_written_down():
+    services = _cluster()["services"]
+    raw = {name: _cluster_raw_env(services[name]).get("PPO_ACK_SECRET") for name in ("intake", "notifier")}
+    assert raw["intake"] == raw["notifier"]
+    assert re.fullmatch(r"\$\{PPO_ACK_SECRET:\?[^}]+\}", str(raw["intake"])), "a ${PPO_ACK_SECRET:?...} guard"
+
+
+def test_cluster_replicas_share_no_state_volume_and_no_host_port():
+    data = _cluster()
+    services = data["services"]
+    named = set(data.get("volumes") or {})
+    users: dict[str, list[str]] = {}
+    published: list[str] = []
+    for name, service in services.items():
+        replicas = _replicas(service)
+        for volume in service.get("volumes") or []:
+            parts = str(volume).split(":")
+            if parts[0] in named:
+                users.setdefault(parts[0], []).extend([name] * replicas)
+            else:
+                assert parts[0].startswith((".", "/")), f"{name}: anonymous volume {volume}"
+                assert (ROOT / parts[0]).exists(), f"{name} mounts missing {parts[0]}"
+                assert replicas == 1 or parts[-1] == "ro", f"{name}: replicas share the writable {parts[0]}"
+        for port in service.get("ports") or []:
+            if isinstance(port, dict):
+                host = str(port.get("published") or "")
+            else:
+                pieces = str(port).split("/")[0].rsplit(":", 2)
+                host = pieces[-2] if len(pieces) > 1 else ""
+            if replicas > 1:
+                assert not host, f"{name}: {replicas} replicas cannot all publish host port {host}"
+            elif host:
+                published.append(host)
+        if replicas > 1:
+            assert "container_name" not in service and "hostname" not in service, f"{name}: one name, two replicas"
+    shared = {volume: who for volume, who in users.items() if len(who) > 1}
+    assert not shared, f"named volumes used by more than one container: {shared}"
+    assert len(published) == len(set(published)), f"a host port published twice: {published}"
+    for name in ("scheduler", "notifier"):  # nothing that matters is in PPO_STATE_DIR in this shape
+        env = _cluster_env(services[name])
+        assert "PPO_STATE_DIR" not in env
+        assert not any("sqlite" in v for v in env.values()), name
+
+
+def test_cluster_ppo_variables_are_settings_fields():
+    for name, service in _cluster()["services"].items():
+        unknown = sorted(k for k in _cluster_env(service) if k.startswith("PPO_") and k not in FIELDS)
+        assert not unknown, f"{name}: {unknown} are not fields of shared.settings.Settings"
+    interpolated = set(re.findall(r"\$\{(PPO_[A-Z0-9_]+)", CLUSTER.read_text(encoding="utf-8")))
+    assert interpolated and interpolated <= set(FIELDS), sorted(interpolated - set(FIELDS))
+
+
+def test_cluster_depends_on_names_services_with_healthchecks():
+    services = _cluster()["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        for other in depends:
+            assert other in services, f"{name} depends on unknown service {other}"
+            if isinstance(depends, dict) and depends[other].get("condition") == "service_healthy":
+                assert services[other].get("healthcheck"), f"{name} waits for {other}, which has no healthcheck"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_cluster_env_builds_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch):
+    service = _cluster()["services"][name]
+    env = {k: v for k, v in _dockerfile_env().items() if k.startswith("PPO_")}
+    env.update(_cluster_env(service))
+    settings = _settings_from(env, monkeypatch)
+
+    assert settings.kafka_replication_factor == 3 and settings.kafka_min_insync_replicas == 2
+    assert settings.http_host == "0.0.0.0"
+    port = getattr(settings, f"{name}_port")
+    assert f":{port}/healthz" in " ".join(service["healthcheck"]["test"])
+    directory = _host_path(service, str(settings.directory_file))
+    assert directory is not None and directory.is_file(), f"{settings.directory_file} is not mounted"
+    if name == "rules":
+        register = _host_path(service, str(settings.register_file))
+        assert register is not None and register.is_file()
+    if name in ("intake", "notifier"):
+        assert settings.ack_secret is not None
+        assert settings.ack_secret.get_secret_value() == CLUSTER_GUARDED["PPO_ACK_SECRET"]
+    if name == "intake":
+        assert settings.intake_allow_anonymous is False
+        assert settings.intake_tokens == {hashlib.sha256(b"local-compose-only-token").hexdigest(): "Local"}
+    if name == "notifier":
+        assert settings.smtp_host == "mailpit" and settings.smtp_port == 1025
+        assert settings.smtp_tls_mode == "plain" and settings.smtp_allow_plaintext is True
+        assert "mailpit" in service["depends_on"]
+    jobs = {job["job_name"]: job for job in _cluster_prometheus()["scrape_configs"]}
+    discovered = jobs[name]["dns_sd_configs"]
+    assert [(d["names"], d["type"], d["port"]) for d in discovered] == [([name], "A", port)], "every replica scraped"
+
+
+def test_cluster_prometheus_uses_the_alert_rules():
+    prometheus = _cluster()["services"]["prometheus"]
+    config = _cluster_prometheus()
+    assert config["global"]["scrape_interval"] == "15s"
+    assert "alerts.yml" in config["rule_files"]
+    assert _host_path(prometheus, "/etc/prometheus/alerts.yml") == PROMETHEUS / "alerts.yml"
+    assert {job["job_name"] for job in config["scrape_configs"]} == set(APP_SERVICES)
