@@ -184,6 +184,10 @@ class ProcessStack:
             "PPO_INTAKE_ALLOW_ANONYMOUS": "true", "PPO_LOG_LEVEL": "INFO",
             **{f"PPO_{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
         })
+        if os.environ.get("PPO_FAULTS_FULL") != "1":
+            # The short version (CI): a failing request is redelivered after 5 s, not 30, so an outage's recovery
+            # is not mostly waiting; the long version keeps the production default.
+            env["PPO_NOTIFIER_REDELIVER_AFTER_S"] = "5"
         return env
 
     def start(self, name: str) -> None:
