@@ -595,6 +595,22 @@ def dump(document: dict[str, Any]) -> str:
     return HEADER + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=110)
 
 
+def _write_or_check(folder: Path, check: bool) -> list[str]:
+    """The documents that differ from what the code says; written unless only checking."""
+    stale = []
+    for name, document in documents().items():
+        path = folder / name
+        text = dump(document)
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(name)
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ppo_alerts.apidocs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when docs/api is not what the code says")
@@ -603,17 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.disable(logging.WARNING)  # building a service may warn (local ack key...); not part of the output
-    stale = []
-    for name, document in documents().items():
-        path = args.dir / name
-        text = dump(document)
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        stale.append(name)
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+    try:
+        stale = _write_or_check(args.dir, args.check)
+    finally:
+        logging.disable(logging.NOTSET)  # for the rest of the process (a test run calls main in-process)
     if args.check and stale:
         print(f"docs/api is stale: {', '.join(stale)}; run `python -m ppo_alerts.apidocs`", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@ says (`python -m ppo_alerts.apidocs --check`), and the OpenAPI paths are exactly
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ def _load(name: str) -> dict[str, Any]:
 
 def test_committed_documents_are_up_to_date(capsys: pytest.CaptureFixture[str]):
     assert apidocs.main(["--check"]) == 0, capsys.readouterr().err
+    # it silences logging while it builds the services, and gives it back: a later test (or caller) in the same
+    # process must still see INFO records
+    assert logging.root.manager.disable == logging.NOTSET
 
 
 def test_check_fails_on_a_stale_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
