@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -96,7 +97,9 @@ async def test_an_instance_killed_mid_stream_its_partitions_move_and_every_recip
         smtp.hold_at("rcpt", HOLD_AT_RCPT)
         a.start()
         b.start()
-        await asyncio.sleep(3.0)  # b's join has moved partitions to it
+        # b's join has moved partitions to it: both hold some, and between them all (a fixed sleep was not enough
+        # on a loaded machine, and a with no partition tests nothing)
+        await wait_until(lambda: _shared(a, b, topics.notifications), 60, "both instances holding partitions")
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
@@ -140,6 +143,26 @@ async def test_an_instance_killed_mid_stream_its_partitions_move_and_every_recip
     assert retaken, "b never met a's live claim (the partitions moved after the claim had lapsed?)"
     assert retaken <= set(received)
     assert time.monotonic() - started < 45
+
+
+_ASSIGNED = re.compile(r"Consumer (\S+) assigned to partitions: \((.*?)\)\"")
+
+
+def assigned(instance: NotifierProcess, topic: str) -> set[int]:
+    """The partitions of `topic` an instance holds now: each of its consumers' last "assigned to partitions" log
+    line (an instance runs several consumers in the group), put together."""
+    by_consumer: dict[str, set[int]] = {}
+    log = instance.workdir / f"notifier-{instance.runs}.log"
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        if found := _ASSIGNED.search(line):
+            by_consumer[found.group(1)] = {
+                int(n) for n in re.findall(rf"topic='{re.escape(topic)}', partition=(\d+)", found.group(2))}
+    return set().union(*by_consumer.values())
+
+
+def _shared(a: NotifierProcess, b: NotifierProcess, topic: str) -> bool:
+    held_a, held_b = assigned(a, topic), assigned(b, topic)
+    return bool(held_a) and bool(held_b) and not held_a & held_b and held_a | held_b == {0, 1, 2}
 
 
 def a_holder(url: str, a: NotifierProcess) -> str:
