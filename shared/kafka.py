@@ -253,7 +253,7 @@ async def ensure_topics(settings: Settings, topics: Topics) -> list[TopicProblem
                 answer = await admin.create_topics(new)
                 # created meanwhile by another instance or tool, or not yet in the metadata we listed: check it too
                 existing |= {t[0] for t in answer.topic_errors if t[1] == TopicAlreadyExistsError.errno}
-        found = await _described(admin, sorted(existing))
+        found = await _settled(admin, sorted(existing))
     finally:
         await admin.close()
     problems = layout_problems(shapes, found, len(brokers))
@@ -281,23 +281,38 @@ async def _configs(admin: AIOKafkaAdminClient, resource: ConfigResource) -> dict
             for res in answer.to_object()["resources"] for entry in res["config_entries"]}
 
 
-async def _described(admin: AIOKafkaAdminClient, names: list[str]) -> list[TopicFound]:
+async def _settled(admin: AIOKafkaAdminClient, names: list[str], wait_s: float = 15.0) -> list[TopicFound]:
+    """The topics as described once the cluster has finished creating them. Several instances starting together
+    each find a topic another has just created: until its partitions and configuration reach the broker answering,
+    it reads as 0 partitions and no `cleanup.policy`, which is no layout to judge (it would refuse the start)."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        found, complete = await _described(admin, names)
+        if complete or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def _described(admin: AIOKafkaAdminClient, names: list[str]) -> tuple[list[TopicFound], bool]:
+    """The topics' layouts, and whether every one was fully described (partitions and configuration)."""
     if not names:
-        return []
+        return [], True
     found = []
+    complete = True
     answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
     configs = {res["resource_name"]: {e["config_names"]: e["config_value"] for e in res["config_entries"]}
-               for answer in answers for res in answer.to_object()["resources"]}
+               for answer in answers for res in answer.to_object()["resources"] if not res.get("error_code")}
     for topic in await admin.describe_topics(names):
         partitions = topic.get("partitions") or []
         config = configs.get(topic["topic"], {})
+        complete = complete and bool(partitions) and "cleanup.policy" in config
         found.append(TopicFound(
             name=topic["topic"], partitions=len(partitions),
             replication=min((len(p["replicas"]) for p in partitions), default=0),
             compacted="compact" in str(config.get("cleanup.policy") or ""),
             min_insync=int(config.get("min.insync.replicas") or 1),
             retention_ms=int(config["retention.ms"]) if config.get("retention.ms") else None))
-    return found
+    return found, complete
 
 
 # (partition, offset, timestamp in ms, key, value): a record where it sits
