@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,22 +15,35 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from ppo_alerts.localkafka import LocalKafka
 from ppo_alerts.simulate import SimulationEngine
+from services.rules.rulebook import RULES
 from shared.directory import Directory
 from shared.identifiers import check_letter
+from shared.kafka import read_to_end
+from shared.obligations import Obligation
 from shared.register import Register
+from shared.settings import Settings
+from tests.faults import evidence
 from tests.smtp_server import LoopbackSmtpServer
 
 SERVICES = ("intake", "rules", "scheduler", "notifier")
+
+
+class HasBootstrap(Protocol):
+    """One broker (LocalKafka) or a cluster (LocalKafkaCluster): what the services are pointed at."""
+
+    @property
+    def bootstrap(self) -> str: ...
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -160,42 +175,69 @@ def expected(register_text: str, payloads: list[dict[str, Any]], now: datetime) 
 
 
 class ProcessStack:
-    def __init__(self, workdir: Path, kafka: LocalKafka, smtp: LoopbackSmtpServer, register_text: str,
-                 topic_prefix: str) -> None:
+    """The services as processes. `instances` names each process and its service: by default one of each, named
+    after its service, sharing one state folder (one host); the cluster shape gives every instance its own state
+    folder, as if on its own host, and `env_extra` (bootstrap list, shared PostgreSQL, lease ttl)."""
+
+    def __init__(self, workdir: Path, kafka: HasBootstrap, smtp: LoopbackSmtpServer, register_text: str,
+                 topic_prefix: str, instances: dict[str, str] | None = None,
+                 env_extra: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.kafka = kafka
         self.smtp = smtp
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "register.csv").write_text(register_text)
         (workdir / "directory.yaml").write_text(yaml.safe_dump(DIRECTORY))
-        self.ports = {name: free_port() for name in SERVICES}
+        self.instances = instances or {name: name for name in SERVICES}
+        self.single_host = instances is None
+        self.ports = {name: free_port() for name in self.instances}
         self.prefix = topic_prefix
+        self.env_extra = env_extra or {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.kills: Counter[str] = Counter()
+        self.kills: Counter[str] = Counter()  # by service
+        self._next_intake = 0
 
-    def env(self) -> dict[str, str]:
+    def state_dir(self, name: str) -> Path:
+        return self.workdir / ("state" if self.single_host else f"state-{name}")
+
+    def env(self, name: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PPO_")}
+        service = self.instances[name]
         env.update({
             "PPO_KAFKA_BOOTSTRAP": self.kafka.bootstrap, "PPO_TOPIC_PREFIX": self.prefix,
             "PPO_DIRECTORY_FILE": str(self.workdir / "directory.yaml"),
             "PPO_REGISTER_FILE": str(self.workdir / "register.csv"),
             "PPO_SMTP_HOST": "127.0.0.1", "PPO_SMTP_PORT": str(self.smtp.port), "PPO_SMTP_TLS_MODE": "plain",
-            "PPO_SMTP_ALLOW_PLAINTEXT": "true", "PPO_STATE_DIR": str(self.workdir / "state"),
+            "PPO_SMTP_ALLOW_PLAINTEXT": "true", "PPO_STATE_DIR": str(self.state_dir(name)),
             "PPO_INTAKE_ALLOW_ANONYMOUS": "true", "PPO_LOG_LEVEL": "INFO",
-            **{f"PPO_{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+            f"PPO_{service.upper()}_PORT": str(self.ports[name]),
         })
         if os.environ.get("PPO_FAULTS_FULL") != "1":
             # The short version (CI): a failing request is redelivered after 5 s, not 30, so an outage's recovery
             # is not mostly waiting; the long version keeps the production default.
             env["PPO_NOTIFIER_REDELIVER_AFTER_S"] = "5"
+        env.update(self.env_extra)
         return env
 
-    def start(self, name: str) -> None:
+    def of(self, service: str) -> list[str]:
+        return [name for name, s in self.instances.items() if s == service]
+
+    def launch(self, name: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "ppo_alerts.cli", "run", name], cwd=ROOT, env=self.env(), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "-m", "ppo_alerts.cli", "run", self.instances[name]], cwd=ROOT, env=self.env(name),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start(self, name: str) -> None:
+        self.launch(name)
         self.wait_healthy(name)
+
+    def start_many(self, names: list[str]) -> None:
+        """Launch together, then wait for each: start-up is mostly waiting for the broker."""
+        for name in names:
+            self.launch(name)
+        for name in names:
+            self.wait_healthy(name)
 
     def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -212,18 +254,25 @@ class ProcessStack:
             time.sleep(0.2)
         raise RuntimeError(f"{name} not healthy within {timeout} s")
 
-    def start_all(self) -> None:
-        for name in SERVICES:
-            self.start(name)
+    def start_all(self, names: list[str] | None = None) -> None:
+        self.start_many(names if names is not None else list(self.instances))
+
+    def running(self, name: str) -> bool:
+        return name in self.procs and self.procs[name].poll() is None
 
     def kill(self, name: str) -> None:
         proc = self.procs[name]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        self.kills[name] += 1
+        self.kills[self.instances[name]] += 1
 
     def restart(self, name: str) -> None:
         self.start(name)
+
+    def lose_host(self, name: str) -> None:
+        """SIGKILL, and the host's disk with it: the instance comes back with an empty state folder."""
+        self.kill(name)
+        shutil.rmtree(self.state_dir(name), ignore_errors=True)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -236,12 +285,26 @@ class ProcessStack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
+    def metric(self, name: str, metric: str) -> float:
+        """The sum of one metric's samples on one instance's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(metric) and line[len(metric):len(metric) + 1] in ("{", " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def post(self, body: Any, timeout: float = 120.0) -> None:
-        """Post like an agency would: until intake says 202 (a 4xx is final)."""
+        """Post like an agency would: until an intake instance says 202 (a 4xx is final). Several intake instances
+        take turns, as behind a load balancer; one that does not answer is skipped."""
         data = json.dumps(body).encode()
+        intakes = self.of("intake")
         deadline = time.monotonic() + timeout
         while True:
-            request = urllib.request.Request(f"http://127.0.0.1:{self.ports['intake']}/v1/events", data=data,
+            name = intakes[self._next_intake % len(intakes)]
+            self._next_intake += 1
+            request = urllib.request.Request(f"http://127.0.0.1:{self.ports[name]}/v1/events", data=data,
                                              method="POST", headers={"content-type": "application/json"})
             try:
                 with urllib.request.urlopen(request, timeout=60) as r:
@@ -254,8 +317,105 @@ class ProcessStack:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("intake did not accept a payload in time")
-            time.sleep(0.5)
+            time.sleep(0.5 if len(intakes) == 1 else 0.1)
 
 
 def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+class Run:
+    """One scenario: its people, register and payloads, the oracle's expectation, an SMTP server, the stack (on
+    fresh topics), and the reconciliation that turns what happened into a row of docs/reliability.md."""
+
+    def __init__(self, kafka: HasBootstrap, tmp: Path, n_events: int, seed: int, *,
+                 instances: dict[str, str] | None = None, env_extra: dict[str, str] | None = None,
+                 shape: str = "one node") -> None:
+        self.shape = shape
+        self.now = now_utc()
+        self.persons = people()
+        self.register = register_csv(self.persons, self.now.date())
+        self.payloads = events(self.persons, n_events, self.now, seed)
+        self.expect = expected(self.register, self.payloads, self.now)
+        self.smtp = LoopbackSmtpServer().start()
+        self.stack = ProcessStack(tmp, kafka, self.smtp, self.register, f"f{uuid.uuid4().hex[:8]}",
+                                  instances=instances, env_extra=env_extra)
+        self.settings = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=self.stack.prefix)
+        self.injected = 0
+
+    def drive(self, at: dict[int, Callable[[], None]] | None = None, payloads: list[Any] | None = None) -> None:
+        for i, body in enumerate(payloads if payloads is not None else self.payloads):
+            if at and i in at:
+                at[i]()
+                self.injected += 1
+            self.stack.post(body)
+
+    def message_ids_of_duplicates(self) -> list[set[str]]:
+        """For every (obligation, recipient) received more than once, the Message-IDs it came with."""
+        seen: dict[tuple[str, str], set[str]] = {}
+        counts = self.messages()
+        for m in self.smtp.messages:
+            key = (str(m.message["X-PPO-Obligation"]), m.rcpt_tos[0].lower())
+            if counts.get(key, 0) > 1:
+                seen.setdefault(key, set()).add(str(m.message["Message-ID"]))
+        return list(seen.values())
+
+    def messages(self) -> Counter[tuple[str, str]]:
+        counts: Counter[tuple[str, str]] = Counter()
+        for m in self.smtp.messages:
+            rule = m.message["X-PPO-Rule"]
+            if rule in RULES and rule != "C6":
+                for rcpt in m.rcpt_tos:
+                    counts[(str(m.message["X-PPO-Obligation"]), rcpt.lower())] += 1
+        return counts
+
+    def expected_pairs(self) -> set[tuple[str, str]]:
+        return {(oid, r.lower()) for oid, rs in self.expect.sent.items() for r in rs}
+
+    def reconcile(self, scenario: str, fault: str, timeout: float = 180.0, expected_dead: int = 0) -> dict[str, Any]:
+        want = self.expected_pairs()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not want <= set(self.messages()):
+            time.sleep(0.5)
+        time.sleep(3.0)  # anything duplicated or unexpected would arrive now
+        got = self.messages()
+        latest: dict[str, Obligation] = {}
+        for _, value in asyncio.run(read_to_end(self.settings, f"{self.stack.prefix}.obligations")):
+            if value:
+                try:
+                    o = Obligation.model_validate_json(value)
+                except ValueError:
+                    continue  # an injected poison record
+                latest[o.obligation_id] = o
+        live = {oid for oid, o in latest.items() if o.rule != "C6" and o.status not in ("cancelled",)}
+        expected_ids = set(self.expect.sent) | self.expect.pending
+        dead = asyncio.run(read_to_end(self.settings, f"{self.stack.prefix}.dead-letter"))
+        not_notified = [oid for oid in self.expect.sent if latest.get(oid) is None
+                        or latest[oid].status not in ("notified", "breached", "acknowledged")]
+        row = {
+            "shape": self.shape, "scenario": scenario, "fault": fault,
+            "injected": self.injected or sum(self.stack.kills.values()),
+            "events": len(self.payloads), "obligations_expected": len(expected_ids),
+            "obligations_found": len(expected_ids & set(latest)), "obligations_unexpected": len(live - expected_ids),
+            "messages_expected": len(want), "messages_delivered": len(want & set(got)),
+            "duplicates": sum(c - 1 for c in got.values() if c > 1), "losses": len(want - set(got)),
+            "unexpected_messages": len(set(got) - want), "stuck": len(not_notified), "dead_letters": len(dead),
+            "dead_letters_expected": expected_dead,
+        }
+        evidence.RESULTS.append(row)
+        return row
+
+    def close(self) -> None:
+        self.stack.stop_all()
+        self.smtp.stop()
+
+
+def assert_clean(row: dict[str, Any], duplicate_window: int = 0) -> None:
+    """`duplicate_window`: how many duplicates the documented residual window allows (a notifier killed between
+    the server's acceptance and its send-log write resends the message in hand: at most its recipients)."""
+    assert row["obligations_found"] == row["obligations_expected"], row
+    assert row["obligations_unexpected"] == 0, row
+    assert row["losses"] == 0 and row["unexpected_messages"] == 0, row
+    assert row["duplicates"] <= duplicate_window, row
+    assert row["stuck"] == 0, row
+    assert row["dead_letters"] == row["dead_letters_expected"], row

@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,18 +27,13 @@ from aiokafka import AIOKafkaProducer
 
 from ppo_alerts.localkafka import LocalKafka
 from services.notifier.service import PARTITION_WORKERS
-from services.rules.rulebook import RULES
-from shared.kafka import read_to_end
-from shared.obligations import Obligation
-from shared.settings import Settings
-from tests.faults.stack import ProcessStack, events, expected, now_utc, people, register_csv
-from tests.smtp_server import LoopbackSmtpServer
+from tests.faults import evidence
+from tests.faults.stack import Run, assert_clean, expected
 
 pytestmark = [pytest.mark.kafka, pytest.mark.smtp, pytest.mark.faults]
 
 FULL = os.environ.get("PPO_FAULTS_FULL") == "1"
 SCALE = 2 if FULL else 1
-RESULTS: list[dict[str, Any]] = []
 
 
 @pytest.fixture(scope="module")
@@ -51,102 +45,6 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
         yield broker
     finally:
         broker.stop()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def evidence() -> Iterator[None]:
-    yield
-    if os.environ.get("PPO_FAULTS_WRITE_DOCS") == "1" and RESULTS:
-        write_reliability_doc(Path(__file__).resolve().parents[2] / "docs" / "reliability.md")
-
-
-class Run:
-    def __init__(self, kafka: LocalKafka, tmp: Path, n_events: int, seed: int) -> None:
-        self.now = now_utc()
-        self.persons = people()
-        self.register = register_csv(self.persons, self.now.date())
-        self.payloads = events(self.persons, n_events, self.now, seed)
-        self.expect = expected(self.register, self.payloads, self.now)
-        self.smtp = LoopbackSmtpServer().start()
-        self.stack = ProcessStack(tmp, kafka, self.smtp, self.register, f"f{uuid.uuid4().hex[:8]}")
-        self.settings = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=self.stack.prefix)
-        self.injected = 0
-
-    def drive(self, at: dict[int, Callable[[], None]] | None = None, payloads: list[Any] | None = None) -> None:
-        for i, body in enumerate(payloads if payloads is not None else self.payloads):
-            if at and i in at:
-                at[i]()
-                self.injected += 1
-            self.stack.post(body)
-
-    def message_ids_of_duplicates(self) -> list[set[str]]:
-        """For every (obligation, recipient) received more than once, the Message-IDs it came with."""
-        seen: dict[tuple[str, str], set[str]] = {}
-        counts = self.messages()
-        for m in self.smtp.messages:
-            key = (str(m.message["X-PPO-Obligation"]), m.rcpt_tos[0].lower())
-            if counts.get(key, 0) > 1:
-                seen.setdefault(key, set()).add(str(m.message["Message-ID"]))
-        return list(seen.values())
-
-    def messages(self) -> Counter[tuple[str, str]]:
-        counts: Counter[tuple[str, str]] = Counter()
-        for m in self.smtp.messages:
-            rule = m.message["X-PPO-Rule"]
-            if rule in RULES and rule != "C6":
-                for rcpt in m.rcpt_tos:
-                    counts[(str(m.message["X-PPO-Obligation"]), rcpt.lower())] += 1
-        return counts
-
-    def expected_pairs(self) -> set[tuple[str, str]]:
-        return {(oid, r.lower()) for oid, rs in self.expect.sent.items() for r in rs}
-
-    def reconcile(self, scenario: str, fault: str, timeout: float = 180.0, expected_dead: int = 0) -> dict[str, Any]:
-        want = self.expected_pairs()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not want <= set(self.messages()):
-            time.sleep(0.5)
-        time.sleep(3.0)  # anything duplicated or unexpected would arrive now
-        got = self.messages()
-        latest: dict[str, Obligation] = {}
-        for _, value in asyncio.run(read_to_end(self.settings, f"{self.stack.prefix}.obligations")):
-            if value:
-                try:
-                    o = Obligation.model_validate_json(value)
-                except ValueError:
-                    continue  # an injected poison record
-                latest[o.obligation_id] = o
-        live = {oid for oid, o in latest.items() if o.rule != "C6" and o.status not in ("cancelled",)}
-        expected_ids = set(self.expect.sent) | self.expect.pending
-        dead = asyncio.run(read_to_end(self.settings, f"{self.stack.prefix}.dead-letter"))
-        not_notified = [oid for oid in self.expect.sent if latest.get(oid) is None
-                        or latest[oid].status not in ("notified", "breached", "acknowledged")]
-        row = {
-            "scenario": scenario, "fault": fault, "injected": self.injected or sum(self.stack.kills.values()),
-            "events": len(self.payloads), "obligations_expected": len(expected_ids),
-            "obligations_found": len(expected_ids & set(latest)), "obligations_unexpected": len(live - expected_ids),
-            "messages_expected": len(want), "messages_delivered": len(want & set(got)),
-            "duplicates": sum(c - 1 for c in got.values() if c > 1), "losses": len(want - set(got)),
-            "unexpected_messages": len(set(got) - want), "stuck": len(not_notified), "dead_letters": len(dead),
-            "dead_letters_expected": expected_dead,
-        }
-        RESULTS.append(row)
-        return row
-
-    def close(self) -> None:
-        self.stack.stop_all()
-        self.smtp.stop()
-
-
-def assert_clean(row: dict[str, Any], duplicate_window: int = 0) -> None:
-    """`duplicate_window`: how many duplicates the documented residual window allows (a notifier killed between
-    the server's acceptance and its send-log write resends the message in hand: at most its recipients)."""
-    assert row["obligations_found"] == row["obligations_expected"], row
-    assert row["obligations_unexpected"] == 0, row
-    assert row["losses"] == 0 and row["unexpected_messages"] == 0, row
-    assert row["duplicates"] <= duplicate_window, row
-    assert row["stuck"] == 0, row
-    assert row["dead_letters"] == row["dead_letters_expected"], row
 
 
 @pytest.fixture
@@ -275,9 +173,6 @@ def test_poison_message_in_every_input_topic(run: Callable[..., Run]) -> None:
         r.stack.restart(name)
 
 
-BAD_INPUT: list[dict[str, Any]] = []
-
-
 def post_as_sent(port: int, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
     """One POST exactly as given (content type and all); the status and the JSON answer."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/events", data=body, method="POST",
@@ -360,77 +255,9 @@ def test_bad_input_of_every_class_loses_no_alert(run: Callable[..., Run]) -> Non
             stuck += 1
     for cls in CLASSES:
         counted = {k: rows[cls].get(k, 0) for k in ("http", "raw", "taken", "refused", "5xx")}
-        BAD_INPUT.append({"class": cls, **counted, "lost": row["losses"], "stuck_partitions": stuck})
+        evidence.BAD_INPUT.append({"class": cls, **counted, "lost": row["losses"], "stuck_partitions": stuck})
     assert_clean(row)
     print("\nbad input:", {cls: dict(c) for cls, c in rows.items()}, "kept:", kept, row)
     assert stuck == 0 and not any(c["5xx"] for c in rows.values()), rows
 
-
-# --- the evidence ----------------------------------------------------------------------------------------
-
-GUARANTEES = """# Reliability
-
-This page is written by the fault-injection suite (`./scripts/faults`, tests/faults/); do not edit it by hand.
-
-## Guarantees
-
-- **Delivery semantics.** At least once through Kafka: each service commits a message's offset only after its
-  effect (published records acknowledged by the broker, send log written). Effects are idempotent: obligation
-  ids are deterministic from (rule, person, fact), so a replayed event finds its obligation already in the
-  ledger; the notifier's send log makes each (obligation, recipient) one email.
-- **Residual duplicate window.** A crash after the mail server accepted a message and before the notifier's
-  send log recorded it (one SQLite commit) resends that message on restart, with the same `Message-ID`
-  (derived from obligation and recipient), so a receiving system can drop it. The notifier has one request in
-  hand per partition of the notifications topic (three), so one crash can resend at most one message each.
-- **What survives what.** SIGKILL of any service: the uncommitted messages are redelivered; the scheduler's
-  timers live in its SQLAlchemy job store and are rebuilt from the compacted obligations topic when the store
-  is missing. Broker restart: producers and consumers reconnect; intake answers 503 (send again) while Kafka
-  is unreachable, never a false 202. SMTP outage: temporary failures are retried with backoff up to a
-  deadline, then the obligation is `failed` and escalated. Poison messages: parked on the dead-letter topic
-  with their reason; the partition moves on.
-
-## Evidence
-
-Generated by the last full run ({when}). Each row is one scenario: events posted, the fault and how many times
-it was injected, obligations expected (from the oracle: the same events through the pure core) and found on
-the obligations topic, messages expected and accepted by the SMTP server once per recipient, duplicates,
-losses, obligations stuck (due but not notified), dead letters found and expected.
-
-| scenario | fault | injected | events | obligations expected | found | messages expected | delivered \
-| duplicates | losses | stuck | dead letters (expected) |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-"""
-
-
-BAD_INPUT_TABLE = """
-## Bad input
-
-Hostile payloads by class (tests/hostile/generate.py), posted over HTTP and published on `ppo.intake.raw` before
-the scenario's genuine stream, many about people on the register. Over HTTP each is taken (202) or refused (4xx,
-field named, value not repeated) and kept on the dead-letter topic with its reason; on the raw topic each is taken
-or parked. Lost: true facts of the genuine stream not notified afterwards (the oracle is the same input through
-the pure core). Stuck: services whose /healthz says a consumer is stuck at the end.
-
-| class | over HTTP | on the raw topic | taken (HTTP) | refused (HTTP) | 5xx | lost | stuck |
-|---|---|---|---|---|---|---|---|
-"""
-
-
-def write_reliability_doc(path: Path) -> None:
-    from datetime import UTC, datetime
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [GUARANTEES.format(when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))]
-    for row in RESULTS:
-        lines.append(
-            f"| {row['scenario']} | {row['fault']} | {row['injected']} | {row['events']} | "
-            f"{row['obligations_expected']} | {row['obligations_found']} | {row['messages_expected']} | "
-            f"{row['messages_delivered']} | {row['duplicates']} | {row['losses']} | {row['stuck']} | "
-            f"{row['dead_letters']} ({row['dead_letters_expected']}) |\n")
-    if BAD_INPUT:
-        lines.append(BAD_INPUT_TABLE)
-        for b in BAD_INPUT:
-            lines.append(f"| {b['class']} | {b['http']} | {b['raw']} | {b['taken']} | {b['refused']} | {b['5xx']} | "
-                         f"{b['lost']} | {b['stuck_partitions']} |\n")
-    path.write_text("".join(lines))
 
