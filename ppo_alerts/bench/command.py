@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from ppo_alerts.bench import report
+from ppo_alerts.bench.instances import InstancesResult, measure_instances
 from ppo_alerts.bench.latency import LatencyResult, measure_latency
 from ppo_alerts.bench.notifier import NotifierResult, measure_notifier
 from ppo_alerts.bench.rules import RatioResult, measure_ratio
@@ -30,7 +31,7 @@ from ppo_alerts.bench.sink import SmtpSink
 log = logging.getLogger("ppo.bench")
 T = TypeVar("T")
 
-MEASUREMENTS = ("rules", "latency", "simulation", "scheduler", "notifier")
+MEASUREMENTS = ("rules", "latency", "simulation", "scheduler", "notifier", "instances")
 FULL_REPORT = Path("docs/performance.md")
 QUICK_REPORT = Path(".run/bench/performance-quick.md")
 PARTIAL_REPORT = Path(".run/bench/performance-partial.md")
@@ -56,6 +57,8 @@ class Sizes:
     scheduler_window: float
     notifier_messages: tuple[int, ...]  # three sizes: the growth of 5
     notifier_rounds: int
+    instances_events: int  # rules with one and two instances
+    instances_messages: int  # notifier with one and two instances
     notifier_concurrency: int = 4
 
 
@@ -63,13 +66,15 @@ FULL = Sizes(
     name="full", ratio_events=(25_000, 50_000, 100_000), latency_rates=(200, 1000), latency_seconds=60,
     latency_drain_s=60, simulation_events=5_000_000, simulation_people=100_000, simulation_ppos=16_000,
     scheduler_timers=(100_000, 1_000_000), scheduler_live=5_000, scheduler_due=2_000, scheduler_burst=500,
-    scheduler_window_after=20, scheduler_window=30, notifier_messages=(250, 500, 1_000), notifier_rounds=3)
+    scheduler_window_after=20, scheduler_window=30, notifier_messages=(250, 500, 1_000), notifier_rounds=3,
+    instances_events=50_000, instances_messages=1_000)
 
 QUICK = Sizes(  # under two minutes on a 2-core machine, Kafka's start included
     name="quick", ratio_events=(5_000, 10_000, 20_000), latency_rates=(200, 1000), latency_seconds=5,
     latency_drain_s=15, simulation_events=100_000, simulation_people=30_000, simulation_ppos=4_800,
     scheduler_timers=(10_000, 40_000), scheduler_live=500, scheduler_due=200, scheduler_burst=100,
-    scheduler_window_after=1, scheduler_window=1, notifier_messages=(100, 200, 400), notifier_rounds=1)
+    scheduler_window_after=1, scheduler_window=1, notifier_messages=(100, 200, 400), notifier_rounds=1,
+    instances_events=5_000, instances_messages=200)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class BenchResults:
     simulation: SimulationResult | None = None
     scheduler: list[SchedulerResult] = field(default_factory=list)
     notifier: list[NotifierResult] = field(default_factory=list)
+    instances: list[InstancesResult] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per step, in order
     total_s: float = 0.0
     report: Path | None = None
@@ -126,6 +132,12 @@ def scheduler_lines(x: SchedulerResult) -> list[str]:
     ]
 
 
+def instances_line(x: InstancesResult) -> str:
+    unit = "events" if x.service == "rules" else "msg"
+    return (f"{x.service} with {x.instances} instance(s): {x.per_s:,.0f} {unit}/s ({x.items:,} in {x.seconds:,.1f} s; "
+            f"{x.state})")
+
+
 def notifier_line(x: NotifierResult) -> str:
     return (f"notifier: pooled {x.pooled_per_s:,.0f} msg/s vs one connection per message {x.one_shot_per_s:,.0f} "
             f"msg/s at {x.messages:,} messages (×{x.speedup:.2f})")
@@ -161,7 +173,7 @@ def run_bench(sizes: Sizes, *, output: Path | None = None, only: frozenset[str] 
     with tempfile.TemporaryDirectory(prefix="ppo-bench-", dir=workdir) as tmp:
         work = Path(tmp)
         kafka_obj = None
-        if bootstrap is None and any(m in wanted for m in ("rules", "latency", "scheduler")):
+        if bootstrap is None and any(m in wanted for m in ("rules", "latency", "scheduler", "instances")):
             from ppo_alerts.localkafka import KAFKA_VERSION, LocalKafka
 
             kafka_obj = LocalKafka(work / "kafka")
@@ -211,6 +223,19 @@ def run_bench(sizes: Sizes, *, output: Path | None = None, only: frozenset[str] 
                     say(notifier_line(notifier))
                 say("growth, notifier (pooled): " + report.growth_verdict(
                     [x.messages for x in results.notifier], [x.pooled_ms_per_message for x in results.notifier]))
+            if "instances" in wanted:
+                assert bootstrap is not None
+                from ppo_alerts.localpostgres import LocalPostgres
+
+                postgres = LocalPostgres(tempfile.mkdtemp(prefix="ppo-bench-pg-"))  # its own user may need /tmp
+                try:
+                    url = step("postgres start", postgres.start)
+                    results.instances = step("instances", partial(asyncio.run, measure_instances(
+                        bootstrap, work / "instances", sink, sizes.instances_events, sizes.instances_messages, url)))
+                finally:
+                    postgres.close()
+                for x in results.instances:
+                    say(instances_line(x))
         finally:
             sink.stop()
             if kafka_obj is not None:

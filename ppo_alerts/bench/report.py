@@ -24,7 +24,8 @@ SIMULATION_TARGET = 50_000.0
 SECTIONS = (
     "## Summary", "## 1. Rules throughput against the raw limit", "## 2. End-to-end latency",
     "## 3. Simulation throughput", "## 4. Scheduler scale", "## 5. Notifier: pooled against one connection per message",
-    "## 6. Growth with input size", "## Conditions", "## Machine", "## How to reproduce",
+    "## 5b. One instance against two (the cluster shape)", "## 6. Growth with input size", "## Conditions",
+    "## Machine", "## How to reproduce",
 )
 
 
@@ -155,6 +156,9 @@ def render(results: BenchResults, machine: Machine, kafka: str) -> str:
         top_n = r.notifier[-1]
         add(f"| notifier, {top_n.messages:,} messages: pooled vs one connection each | {n(top_n.pooled_per_s)} vs "
             f"{n(top_n.one_shot_per_s)} emails/s (×{top_n.speedup:.2f}) | — | — |")
+    for x in r.instances:
+        unit = "events/s" if x.service == "rules" else "emails/s"
+        add(f"| {x.service}, {x.instances} instance(s), {x.state} | {n(x.per_s)} {unit} ({x.items:,}) | — | — |")
     add("")
 
     # 1. rules
@@ -311,6 +315,30 @@ def render(results: BenchResults, machine: Machine, kafka: str) -> str:
         add("Not measured in this run.")
     add("")
 
+    # 5b. instances
+    add("## 5b. One instance against two (the cluster shape)")
+    add("")
+    if r.instances:
+        add("Each instance is a process (`ppo-alerts run rules|notifier`) with its own state folder, as on its own "
+            "host, in one consumer group; the bench waits until the group is stable and a warm-up batch is done, "
+            "then times one batch from its first record published to its last one done (rules: the rule book's "
+            "group has committed every event, through the resolve stage; notifier: the sink has accepted every "
+            "message, one recipient each). The notifiers share one PostgreSQL send log, as deployed in the cluster "
+            "shape; the single-node default (SQLite) is measured too. **On this machine's "
+            f"{machine.cores} cores this shows the cost of coordination, not a speed-up**: the instances, the broker "
+            "and PostgreSQL share the cores, so a second instance adds group traffic, a second register in memory "
+            "and, for the notifier, more database connections, and takes CPU from the first. On separate hosts each "
+            "instance brings its own cores, and the partitions of each topic (three by default, "
+            "`PPO_KAFKA_PARTITIONS`) bound how far the work spreads.")
+        add("")
+        add("| service | instances | state | items | seconds | per second |")
+        add("|---|---:|---|---:|---:|---:|")
+        for x in r.instances:
+            add(f"| {x.service} | {x.instances} | {x.state} | {x.items:,} | {x.seconds:,.1f} | {n(x.per_s)} |")
+    else:
+        add("Not measured in this run.")
+    add("")
+
     # 6. growth
     add("## 6. Growth with input size")
     add("")
@@ -364,12 +392,12 @@ def render(results: BenchResults, machine: Machine, kafka: str) -> str:
     add("./scripts/setup && .venv/bin/ppo-alerts bench --quick   # under two minutes: .run/bench/performance-quick.md")
     add("```")
     add("")
-    add("`--only rules,latency,simulation,scheduler,notifier` runs some of them (and writes "
+    add("`--only rules,latency,simulation,scheduler,notifier,instances` runs some of them (and writes "
         "`.run/bench/performance-partial.md` unless `--output` says otherwise); `--kafka HOST:PORT` uses a running "
         "broker instead of starting one. Each line printed is one figure; the last is the rules/raw-consumer ratio. "
         "The simulation, scheduler and notifier measurements also run on their own: `python -m "
-        "ppo_alerts.bench.simulation`, `python -m ppo_alerts.bench.scheduler`, `python -m ppo_alerts.bench.notifier` "
-        "(`--help`).")
+        "ppo_alerts.bench.simulation`, `python -m ppo_alerts.bench.scheduler`, `python -m ppo_alerts.bench.notifier`, "
+        "`python -m ppo_alerts.bench.instances` (`--help`).")
     add("")
     return "\n".join(lines)
 

@@ -15,12 +15,14 @@ from ppo_alerts.bench.report import SECTIONS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.smtp]
 
-# Two sizes where the real command has three: enough to show growth, and the test stays well under 40 s.
+# Two sizes where the real command has three: enough to show growth. About 80 s, half of it starting the
+# one- and two-instance processes of the instances measurement.
 TINY = Sizes(
     name="test", ratio_events=(500, 2_000), latency_rates=(100, 200), latency_seconds=1.5, latency_drain_s=20,
     simulation_events=2_000, simulation_people=2_000, simulation_ppos=300, scheduler_timers=(500,),
     scheduler_live=50, scheduler_due=20, scheduler_burst=10, scheduler_window_after=0.5, scheduler_window=0.5,
-    notifier_messages=(20, 60), notifier_rounds=1, notifier_concurrency=2)
+    notifier_messages=(20, 60), notifier_rounds=1, notifier_concurrency=2, instances_events=1_000,
+    instances_messages=20)
 
 
 def test_bench_runs_every_measurement_and_ends_with_the_ratio(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -51,6 +53,11 @@ def test_bench_runs_every_measurement_and_ends_with_the_ratio(kafka_bootstrap: s
     assert [x.messages for x in r.notifier] == list(TINY.notifier_messages)
     assert all(x.pooled_per_s > 0 and x.one_shot_per_s > 0 for x in r.notifier)
 
+    assert [(x.service, x.instances) for x in r.instances] == [
+        ("rules", 1), ("rules", 2), ("notifier", 1), ("notifier", 1), ("notifier", 2)]
+    assert all(x.seconds > 0 and x.per_s > 0 for x in r.instances)
+    assert [x.items for x in r.instances] == [1_000, 1_000, 20, 20, 20]
+
     text = report.read_text()
     for section in SECTIONS:
         assert section in text
@@ -60,4 +67,5 @@ def test_bench_runs_every_measurement_and_ends_with_the_ratio(kafka_bootstrap: s
     assert re.fullmatch(r"rules/raw-consumer ratio: \d+\.\d\d", lines[-1])
     assert lines[-1] == f"rules/raw-consumer ratio: {r.ratio[-1].ratio:.2f}"
     assert any(line.startswith("rules: ") for line in lines) and any(line.startswith("latency at ") for line in lines)
-    assert not math.isnan(r.total_s) and set(r.timings) == {"rules", "latency", "simulation", "scheduler", "notifier"}
+    assert not math.isnan(r.total_s) and set(r.timings) == {
+        "rules", "latency", "simulation", "scheduler", "notifier", "postgres start", "instances"}
