@@ -7,6 +7,7 @@ import importlib
 import logging
 import signal
 import sys
+import time
 from typing import Any
 
 from shared.clock import Clock, SystemClock
@@ -26,8 +27,26 @@ def build_service(name: str, settings: Settings, clock: Clock) -> tuple[RunningS
     return module.build(settings, clock)  # type: ignore[no-any-return]
 
 
+async def ensure_topics_when_reachable(settings: Settings) -> None:
+    """ensure_topics, trying again while Kafka cannot be reached, for up to PPO_KAFKA_START_WAIT_S: services started
+    beside their brokers (a cluster coming up, a host rebooting) wait for them instead of exiting."""
+    from aiokafka.errors import KafkaConnectionError
+
+    deadline = time.monotonic() + settings.kafka_start_wait_s
+    while True:
+        try:
+            await ensure_topics(settings, Topics(settings.topic_prefix))
+            return
+        except KafkaConnectionError:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("Kafka not reachable yet; trying again", extra={
+                "bootstrap": settings.kafka_bootstrap, "seconds_left": round(deadline - time.monotonic())})
+            await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+
 async def start_services(names: list[str], settings: Settings, clock: Clock) -> list[RunningService]:
-    await ensure_topics(settings, Topics(settings.topic_prefix))
+    await ensure_topics_when_reachable(settings)
     running: list[RunningService] = []
     try:
         for name in names:

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=3, ge=1, le=1000)
     kafka_replication_factor: int | None = Field(default=None, ge=1, le=7)
     kafka_min_insync_replicas: int | None = Field(default=None, ge=1, le=7)
+    # At start-up, keep trying to reach Kafka this long before giving up (brokers starting beside the services)
+    kafka_start_wait_s: float = Field(default=0.0, ge=0, le=3600)
 
     # Reference data
     directory_file: Path = Path("deploy/sample/directory.yaml")
