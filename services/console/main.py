@@ -1,0 +1,95 @@
+"""Composition point of the console: the view, the follower that keeps it current, the pages, sign-in."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from starlette.middleware.sessions import SessionMiddleware
+
+from services.console.follow import Follower
+from services.console.view import ConsoleView
+from services.console.web import ConsolePages, SecurityHeaders
+from shared.clock import Clock
+from shared.http import HttpServer, build_app
+from shared.kafka import make_broker
+from shared.service import RunningService
+from shared.settings import Settings
+from shared.topics import Topics
+
+log = logging.getLogger("ppo.console")
+
+
+class ConsoleNotConfigured(ValueError):
+    """A setting the console cannot start without, named."""
+
+
+def session_secret(settings: Settings) -> str:
+    """PPO_CONSOLE_SESSION_SECRET; unset, for a console on this machine only, a key generated once into
+    `<state_dir>/console-session-secret` (several instances must share one: set it)."""
+    if settings.console_session_secret is not None:
+        return settings.console_session_secret.get_secret_value()
+    if not settings.console_public_url.startswith(("http://127.0.0.1", "http://localhost")):
+        raise ConsoleNotConfigured(f"PPO_CONSOLE_SESSION_SECRET is not set, and the console is at "
+                                   f"{settings.console_public_url}: set it, the same on every instance")
+    path = Path(settings.state_dir) / "console-session-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    log.warning("PPO_CONSOLE_SESSION_SECRET is not set: sessions are signed with a generated key (local use only)")
+    return path.read_text().strip()
+
+
+def identity_provider(settings: Settings) -> Any:
+    """Authlib's client for the configured OpenID Connect provider (None: sign-in not set up)."""
+    if not settings.console_oidc_issuer or not settings.console_oidc_client_id:
+        log.warning("PPO_CONSOLE_OIDC_ISSUER or PPO_CONSOLE_OIDC_CLIENT_ID is not set: nobody can sign in")
+        return None
+    from authlib.integrations.starlette_client import OAuth
+
+    oauth = OAuth()
+    secret = settings.console_oidc_client_secret
+    oauth.register(
+        "idp", client_id=settings.console_oidc_client_id,
+        client_secret=secret.get_secret_value() if secret is not None else None,
+        server_metadata_url=f"{settings.console_oidc_issuer.rstrip('/')}/.well-known/openid-configuration",
+        client_kwargs={"scope": "openid profile email", "code_challenge_method": "S256"})
+    return oauth.create_client("idp")
+
+
+def build(settings: Settings, clock: Clock) -> tuple[RunningService, ConsolePages]:
+    from services.console.assets import AssetsMissing, govuk_dist
+
+    topics = Topics(settings.topic_prefix)
+    broker = make_broker(settings, "ppo-console")
+    view = ConsoleView()
+    follower = Follower(settings, {topics.obligations: view.apply_obligation, topics.register: view.apply_register,
+                                   topics.acknowledgements: view.apply_acknowledgement})
+    try:
+        assets: Path | None = govuk_dist()
+    except AssetsMissing as exc:
+        log.warning("the console's styles are missing: %s", exc)
+        assets = None
+
+    async def publish(value: bytes, topic: str, key: bytes) -> None:
+        await broker.publish(value, topic, key=key)
+
+    pages = ConsolePages(settings, view, clock, publish, identity_provider(settings), topics.acknowledgements,
+                         assets)
+    app = build_app("console", follower.caught_up.is_set, pages.routes())
+    app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie="ppo_console",
+                       max_age=int(settings.console_session_hours * 3600), same_site="lax",
+                       https_only=settings.console_public_url.startswith("https://"))
+    app.add_middleware(SecurityHeaders)
+    running = RunningService("console", broker, HttpServer(app, settings.http_host, settings.console_port),
+                             after_broker=follower.start)
+    running.on_stop.append(follower.stop)
+    return running, pages
