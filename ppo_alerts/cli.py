@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one service, or all of them in one process")
-    run.add_argument("service", choices=(*SERVICES, "all"))
+    run.add_argument("service", choices=(*SERVICES, "console", "all"))
 
     sim = sub.add_parser("simulate", help="replay events in virtual time (no Kafka, no SMTP)")
     sim.add_argument("--register", required=True)

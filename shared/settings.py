@@ -164,6 +164,17 @@ class Settings(BaseSettings):
     ack_link_ttl_days: int = Field(default=30, ge=1, le=365)
     ack_base_url: str | None = None  # default: public_base_url; court recipients see it, so never "PPO"
 
+    # The web console (services/console): staff sign in with their own identity provider (OpenID Connect)
+    console_port: int = Field(default=8084, ge=0, le=65535)
+    console_public_url: str = "http://127.0.0.1:8084"  # where browsers reach it; the sign-in callback is under it
+    console_oidc_issuer: str | None = None  # e.g. https://login.microsoftonline.com/<tenant>/v2.0
+    console_oidc_client_id: str | None = None
+    console_oidc_client_secret: SecretStr | None = None
+    console_oidc_roles_claim: str = Field(default="ppo_roles", min_length=1)  # coordinator, bcu, operator
+    console_oidc_bcus_claim: str = Field(default="ppo_bcus", min_length=1)  # the BCU codes a person works for
+    console_session_secret: SecretStr | None = Field(default=None, min_length=32)  # same on every instance
+    console_session_hours: float = Field(default=8.0, gt=0, le=24)  # then sign in again, however active
+
     @field_validator("scheduler_digest_weekday", mode="before")
     @classmethod
     def _weekday_lower(cls, value: object) -> object:

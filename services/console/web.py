@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -144,6 +145,7 @@ class ConsolePages:
             return None
         if datetime.fromisoformat(since) + self.session_length <= self.clock.now():
             request.session.clear()
+            request.state.session_ended = True
             return None
         return StaffMember.from_session(data)
 
@@ -159,17 +161,18 @@ class ConsolePages:
 
     async def csrf_ok(self, request: Request) -> dict[str, str] | None:
         """The posted form when its CSRF token is this session's; None otherwise."""
-        form = await request.form()
+        form = await _small_form(request)
         sent = form.get("csrf")
         expected = request.session.get("csrf")
-        if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):
+        if not sent or not expected or not hmac.compare_digest(sent, expected):
             return None
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+        return form
 
     def need(self, request: Request, *roles: str) -> StaffMember | Response:
         member = self.member(request)
         if member is None:
-            return RedirectResponse("/", status_code=303)
+            ended = getattr(request.state, "session_ended", False)
+            return RedirectResponse("/?ended=1" if ended else "/", status_code=303)
         if not any(member.may(r) for r in roles):
             return self.refused(request, 403, "You cannot see this page",
                                 "Your account does not have the role this page needs. Ask your scheme coordinator.")
@@ -305,6 +308,22 @@ class ConsolePages:
             routes.append(Mount("/assets", app=StaticFiles(directory=self.assets / "assets", check_dir=False)))
             routes.append(Mount("/stylesheets", app=StaticFiles(directory=self.assets, check_dir=False)))
         return routes
+
+
+FORM_LIMIT = 16_384  # the console's forms are a few short fields
+
+
+async def _small_form(request: Request) -> dict[str, str]:
+    """A urlencoded form of at most FORM_LIMIT bytes (anything else reads as an empty form, which no check passes):
+    what a browser posts from these pages, without a multipart parser."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        return {}
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            return {}
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=20).items() if v}
 
 
 def _london(at: datetime | None) -> str:
