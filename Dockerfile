@@ -4,6 +4,14 @@
 # Settings come from PPO_* environment variables (see .env.example); nothing here needs editing.
 
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG NODE_IMAGE=node:20-slim
+
+# --- frontend: the console's govuk-frontend from the lockfile (served from the image, no CDN) ---------
+FROM ${NODE_IMAGE} AS frontend
+
+WORKDIR /frontend
+COPY services/console/frontend/package.json services/console/frontend/package-lock.json ./
+RUN npm ci --no-audit --no-fund
 
 # --- build: install the project (runtime dependencies only, no dev extras) into a virtualenv ---------
 FROM ${PYTHON_IMAGE} AS build
@@ -18,6 +26,14 @@ WORKDIR /src
 COPY . .
 RUN /opt/venv/bin/pip install . \
  && /opt/venv/bin/pip check
+# govuk-frontend's dist and package.json beside the installed services/console (services/console/assets.py
+# looks in frontend/node_modules there); axe-core is for the browser tests only, not copied.
+COPY --from=frontend /frontend/node_modules/govuk-frontend/dist /tmp/govuk-frontend/dist
+COPY --from=frontend /frontend/node_modules/govuk-frontend/package.json /tmp/govuk-frontend/package.json
+RUN dest="$(/opt/venv/bin/python -I -c 'import pathlib, services; print(pathlib.Path(services.__file__).parent)')/console/frontend/node_modules" \
+ && mkdir -p "$dest" \
+ && mv /tmp/govuk-frontend "$dest/govuk-frontend" \
+ && /opt/venv/bin/python -I -c 'from services.console.assets import govuk_dist, govuk_version; print(govuk_version(), govuk_dist())'
 
 # --- runtime -------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
