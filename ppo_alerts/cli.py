@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     postgres = sub.add_parser("postgres", help="a local PostgreSQL: the shared state of the cluster shape")
     postgres.add_argument("args", nargs=argparse.REMAINDER)
 
+    oidc = sub.add_parser("oidc", help="a local OpenID Connect provider for the console (tests, local use)")
+    oidc.add_argument("args", nargs=argparse.REMAINDER)
+
     bench = sub.add_parser(
         "bench", help="measure throughput, latency and scale on a local Kafka and SMTP sink; write the report",
         description="Every measurement of docs/performance.md in one run, on a local Kafka broker and SMTP sink it "
@@ -81,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from ppo_alerts.localpostgres import main as postgres_main
 
         return postgres_main(args.args, prog="ppo-alerts postgres")
+    if args.command == "oidc":
+        from ppo_alerts.localoidc import main as oidc_main
+
+        return oidc_main(args.args, prog="ppo-alerts oidc")
     if args.command in ("register", "directory"):
         from ppo_alerts.register_cli import main_directory, main_register
 
