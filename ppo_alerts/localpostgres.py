@@ -173,3 +173,22 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def fresh_schema(url: str, prefix: str = "t") -> str:
+    """Create an empty schema on the server at `url`; returns `url` with that schema first on the search path, so
+    everything created through it lands there (one test's or one measurement's tables, apart from the rest)."""
+    import uuid
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as c:
+            c.execute(text(f'CREATE SCHEMA "{name}"'))
+    finally:
+        engine.dispose()
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}options={quote(f'-csearch_path={name}')}"

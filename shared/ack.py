@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +35,7 @@ from urllib.parse import urlencode, urlsplit
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from shared.clock import Clock
+from shared.local_key import generated_key
 from shared.neutral_url import base_url_problem  # re-exported: shared.ack.base_url_problem
 from shared.obligations import Obligation
 
@@ -184,15 +183,7 @@ def ack_secret(settings: Settings) -> bytes:
             "random characters, the same for notifier and intake; e.g. `python -c \"import secrets; "
             "print(secrets.token_urlsafe(48))\"`)")
     path = Path(settings.state_dir) / "ack-secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
-    key = path.read_text().strip()
+    key = generated_key(path)
     if len(key) < 32:
         raise AckSecretMissing(f"{path} holds no usable key: delete it, or set PPO_ACK_SECRET")
     log.warning("PPO_ACK_SECRET is not set: acknowledgement links are signed with a generated key (local use "

@@ -1,23 +1,9 @@
 """A PostgreSQL schema of its own for one test: the URL it returns puts every table there (search_path), so tests
 sharing the session's server (the `postgres_url` fixture) never see each other's rows, and no code under test
-needs a table prefix."""
+needs a table prefix. The function lives with the local server (the bench uses it too)."""
 
 from __future__ import annotations
 
-import uuid
-from urllib.parse import quote
+from ppo_alerts.localpostgres import fresh_schema
 
-from sqlalchemy import create_engine, text
-
-
-def fresh_schema(postgres_url: str, prefix: str = "t") -> str:
-    """Create an empty schema; returns `postgres_url` with that schema first on the search path."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(postgres_url)
-    try:
-        with engine.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{name}"'))
-    finally:
-        engine.dispose()
-    joiner = "&" if "?" in postgres_url else "?"
-    return f"{postgres_url}{joiner}options={quote(f'-csearch_path={name}')}"
+__all__ = ["fresh_schema"]

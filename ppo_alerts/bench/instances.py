@@ -31,6 +31,7 @@ from ppo_alerts.bench.data import SENDER, canonical_events, write_reference
 from ppo_alerts.bench.latency import ServiceProcesses
 from ppo_alerts.bench.rules import fill_topic
 from ppo_alerts.bench.sink import SmtpSink
+from ppo_alerts.localpostgres import fresh_schema
 
 log = logging.getLogger("ppo.bench")
 
@@ -224,25 +225,8 @@ async def measure_instances(bootstrap: str, work: Path, sink: SmtpSink, events: 
     results.append(await measure_notifier_instances(bootstrap, work / "notifier", sink, messages, 1, None))
     for n in (1, 2):
         results.append(await measure_notifier_instances(bootstrap, work / "notifier", sink, messages, n,
-                                                        _fresh_schema(postgres_url)))
+                                                        fresh_schema(postgres_url, "bench")))
     return results
-
-
-def _fresh_schema(postgres_url: str) -> str:
-    """An empty schema of the server for one measurement (the send log's tables are created there)."""
-    from urllib.parse import quote
-
-    from sqlalchemy import create_engine, text
-
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(postgres_url)
-    try:
-        with engine.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{name}"'))
-    finally:
-        engine.dispose()
-    joiner = "&" if "?" in postgres_url else "?"
-    return f"{postgres_url}{joiner}options={quote(f'-csearch_path={name}')}"
 
 
 def main(argv: list[str] | None = None) -> int:

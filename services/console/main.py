@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from services.console.web import ConsolePages, SecurityHeaders
 from shared.clock import Clock
 from shared.http import HttpServer, build_app
 from shared.kafka import make_broker
+from shared.local_key import generated_key
 from shared.service import RunningService
 from shared.settings import Settings
 from shared.topics import Topics
@@ -35,17 +34,8 @@ def session_secret(settings: Settings) -> str:
     if not settings.console_public_url.startswith(("http://127.0.0.1", "http://localhost")):
         raise ConsoleNotConfigured(f"PPO_CONSOLE_SESSION_SECRET is not set, and the console is at "
                                    f"{settings.console_public_url}: set it, the same on every instance")
-    path = Path(settings.state_dir) / "console-session-secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
     log.warning("PPO_CONSOLE_SESSION_SECRET is not set: sessions are signed with a generated key (local use only)")
-    return path.read_text().strip()
+    return generated_key(Path(settings.state_dir) / "console-session-secret")
 
 
 def identity_provider(settings: Settings) -> Any:
