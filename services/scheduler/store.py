@@ -147,11 +147,16 @@ class WatchStore:
                 c.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
                 metadata.create_all(c)
             return
-        try:
-            metadata.create_all(engine)
-        except OperationalError:
-            # Two instances starting together: the other created a table between our check and our create.
-            metadata.create_all(engine)
+        # Two instances starting together on one SQLite file: the other creates a table between our check and our
+        # create, table by table (three of them), so one retry is not enough; each try finds more of them made.
+        for attempt in range(20):
+            try:
+                metadata.create_all(engine)
+                return
+            except OperationalError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
 
     # --- watches ---
 
