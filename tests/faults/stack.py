@@ -239,7 +239,9 @@ class ProcessStack:
         for name in names:
             self.wait_healthy(name)
 
-    def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
+    def wait_healthy(self, name: str, timeout: float | None = None) -> None:
+        # eight instances and three brokers starting on two loaded cores take longer than one of each
+        timeout = timeout or (60.0 if self.single_host else 150.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
@@ -252,7 +254,8 @@ class ProcessStack:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"{name} not healthy within {timeout} s")
+        tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{name} not healthy within {timeout} s; its log ends:\n{tail}")
 
     def start_all(self, names: list[str] | None = None) -> None:
         self.start_many(names if names is not None else list(self.instances))

