@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -31,6 +30,7 @@ from shared.obligations import Obligation
 from shared.settings import Settings
 from shared.topics import Topics
 from tests.faults.stack import free_port
+from tests.integration.test_localoidc import _Form, _form
 
 pytestmark = [pytest.mark.kafka]
 
@@ -43,24 +43,9 @@ USERS = [
 ]
 
 
-class _Form(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "form" and not self.action:
-            self.action = a.get("action") or ""
-        elif tag == "input" and a.get("name"):
-            self.fields[str(a["name"])] = a.get("value") or ""
-
-
 def form_in(page: str) -> _Form:
-    form = _Form()
-    form.feed(page)
-    return form
+    """The page's first form's action and every input's value (the provider's sign-in form; a page's CSRF field)."""
+    return _form(page)
 
 
 @dataclass
@@ -251,3 +236,24 @@ def test_pages_escape_what_the_payload_says() -> None:
     html = env.get_template("_macros.html").module.person_name(  # type: ignore[attr-defined]
         sample_obligation("A1").person.model_copy(update={"given_name": "<script>alert(1)</script>"}))
     assert "<script>" not in str(html) and re.search(r"&lt;script&gt;", str(html))
+
+
+async def test_hostile_input_on_every_form_and_query_is_refused_or_shown_as_text(console: Console) -> None:
+    """Control characters, a huge body, the wrong content type, an absurd page number: a clear answer, never a
+    500, and nothing published."""
+    async with console.client() as client:
+        await console.sign_in(client, "cora")
+        for q in ("\x00\x1b[31m<b>", "9" * 10_000, "2026/0000001Z", "\u202eevil"):
+            page = await client.get("/register", params={"q": q})
+            assert page.status_code == 200 and "<b>" not in page.text.split("</header>", 1)[1], q
+    async with console.client() as client:
+        await console.sign_in(client, "ann")
+        for page_number in ("-5", "99999999999999999999", "x"):
+            assert (await client.get("/obligations", params={"page": page_number})).status_code == 200
+        huge = await client.post("/obligations/A1-x/acknowledge", content=b"csrf=" + b"a" * 100_000,
+                                 headers={"content-type": "application/x-www-form-urlencoded"})
+        wrong_type = await client.post("/obligations/A1-x/acknowledge", content=b'{"csrf": "x"}',
+                                       headers={"content-type": "application/json"})
+        assert huge.status_code == 400 and wrong_type.status_code == 400
+    assert not [v for _, v in await read_to_end(console.settings,
+                                                Topics(console.settings.topic_prefix).acknowledgements) if v]
