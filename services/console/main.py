@@ -9,6 +9,9 @@ from typing import Any
 from starlette.middleware.sessions import SessionMiddleware
 
 from services.console.follow import Follower
+from services.console.operator_pages import OperatorPages
+from services.console.register_pages import RegisterPages
+from services.console.report_pages import ReportPages
 from services.console.view import ConsoleView
 from services.console.web import ConsolePages, SecurityHeaders
 from shared.clock import Clock
@@ -69,12 +72,13 @@ def build(settings: Settings, clock: Clock) -> tuple[RunningService, ConsolePage
         log.warning("the console's styles are missing: %s", exc)
         assets = None
 
-    async def publish(value: bytes, topic: str, key: bytes) -> None:
-        await broker.publish(value, topic, key=key)
+    async def publish(topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        await broker.publish(value, topic, key=key, headers={k: v.decode() for k, v in headers})
 
-    pages = ConsolePages(settings, view, clock, publish, identity_provider(settings), topics.acknowledgements,
-                         assets)
-    app = build_app("console", follower.caught_up.is_set, pages.routes())
+    pages = ConsolePages(settings, view, clock, publish, identity_provider(settings), topics, assets)
+    routes = [*pages.routes(), *RegisterPages(pages).routes(), *ReportPages(pages).routes(),
+              *OperatorPages(pages).routes()]
+    app = build_app("console", follower.caught_up.is_set, routes)
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie="ppo_console",
                        max_age=int(settings.console_session_hours * 3600), same_site="lax",
                        https_only=settings.console_public_url.startswith("https://"))

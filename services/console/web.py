@@ -19,7 +19,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +36,9 @@ from services.console.view import ConsoleView
 from shared.ack import Acknowledgement
 from shared.calendar import london_date
 from shared.clock import Clock
+from shared.dead_letters import Publish
 from shared.settings import Settings
+from shared.topics import Topics
 
 log = logging.getLogger("ppo.console")
 
@@ -117,18 +118,18 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-Publish = Callable[[bytes, str, bytes], Awaitable[None]]  # value, topic, key
-
-
 class ConsolePages:
+    """The pages every role shares, and the plumbing (who is signed in, rendering, CSRF, roles) that the other
+    groups of pages (services/console/register_pages.py, operator_pages.py) use through it."""
+
     def __init__(self, settings: Settings, view: ConsoleView, clock: Clock, publish: Publish, oauth: Any,
-                 acknowledgements_topic: str, assets: Path | None) -> None:
+                 topics: Topics, assets: Path | None) -> None:
         self.settings = settings
         self.view = view
         self.clock = clock
-        self.publish = publish
+        self.publish = publish  # topic, value, key, headers: the one way the console changes anything
         self.oauth = oauth
-        self.acknowledgements_topic = acknowledgements_topic
+        self.topics = topics
         self.assets = assets
         self.session_length = timedelta(hours=settings.console_session_hours)
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
@@ -261,7 +262,7 @@ class ConsolePages:
         if not detail.acknowledgements:
             ack = Acknowledgement(obligation_id=oid, recipient=member.email or f"{member.sub}@console",
                                   acknowledged_at=now, link_expires_at=now)
-            await self.publish(ack.model_dump_json().encode(), self.acknowledgements_topic, oid.encode())
+            await self.publish(self.topics.acknowledgements, ack.model_dump_json().encode(), oid.encode(), [])
             self.view.apply_acknowledgement(oid.encode(), ack.model_dump_json().encode())  # shown at once
             log.info("acknowledged", extra={"obligation_id": oid, "sub": member.sub, "channel": "console"})
         return RedirectResponse(f"/obligations/{oid}?done=acknowledged", status_code=303)

@@ -232,7 +232,7 @@ def test_pages_escape_what_the_payload_says() -> None:
     from services.console.web import ConsolePages
 
     pages: Callable[..., ConsolePages] = ConsolePages
-    env = pages(Settings(), None, FixedClock(datetime.now(UTC)), None, None, "t", None).templates  # type: ignore[arg-type]
+    env = pages(Settings(), None, FixedClock(datetime.now(UTC)), None, None, Topics("t"), None).templates  # type: ignore[arg-type]
     html = env.get_template("_macros.html").module.person_name(  # type: ignore[attr-defined]
         sample_obligation("A1").person.model_copy(update={"given_name": "<script>alert(1)</script>"}))
     assert "<script>" not in str(html) and re.search(r"&lt;script&gt;", str(html))
