@@ -46,7 +46,7 @@ from shared.ack import Acknowledgement
 from shared.calendar import london_date
 from shared.identifiers import IDENTIFIER_KINDS, normalise_crn, normalise_cro, normalise_noms, normalise_pnc
 from shared.obligations import HistoryEntry, Obligation, PersonRef
-from shared.register import Period, RegisterEntry
+from shared.register import Period, Register, RegisterEntry
 
 log = logging.getLogger("ppo.console")
 
@@ -546,6 +546,30 @@ class ConsoleView:
             if not result:
                 return set()
         return result or set()
+
+    # --- what the register and report pages read ---------------------------------------------------------------
+
+    def entry(self, person_id: str) -> RegisterEntry | None:
+        return self._entries.get(person_id)
+
+    def register_for_change(self, identifiers: dict[str, str]) -> Register:
+        """A working copy of just the entries holding any of these (normalised) identifiers: all a change naming
+        them can touch or clash with, so `register_admin.Planner` checks it exactly as against the whole register
+        (it mutates what it is given: these are copies)."""
+        holders = {pid for kind, value in identifiers.items() if (pid := self._by_identifier.get((kind, value)))}
+        register = Register()
+        for pid in sorted(holders):
+            register.put(RegisterEntry.from_dict(self._entries[pid].to_dict()))
+        return register
+
+    def entries_in(self, bcus: set[str] | None) -> list[RegisterEntry]:
+        """Entries with any period, past or present, in these BCUs (None: every entry), by person id."""
+        return sorted((e for e in self._entries.values()
+                       if bcus is None or any(p.home_bcu in bcus for p in e.periods)), key=lambda e: e.person_id)
+
+    def obligations_in(self, bcus: set[str] | None) -> list[Obligation]:
+        """Every obligation of these BCUs (None: every BCU), open and closed."""
+        return [p.obligation for p in self._placed.values() if self._visible(p, bcus)]
 
     # --- sizes (for metrics and logs: counts only) ------------------------------------------------------------
 
