@@ -161,9 +161,14 @@ class ConsolePages:
         return self.page(request, "message.html", status, title=title, text=text)
 
     async def csrf_ok(self, request: Request) -> dict[str, str] | None:
-        """The posted form when its CSRF token is this session's; None otherwise."""
+        """The posted form (first value of each field) when its CSRF token is this session's; None otherwise."""
+        fields = await self.csrf_ok_all(request)
+        return None if fields is None else {k: v[0] for k, v in fields.items()}
+
+    async def csrf_ok_all(self, request: Request) -> dict[str, list[str]] | None:
+        """`csrf_ok` keeping every value of a field (a selection of checkboxes)."""
         form = await _small_form(request)
-        sent = form.get("csrf")
+        sent = form.get("csrf", [""])[0]
         expected = request.session.get("csrf")
         if not sent or not expected or not hmac.compare_digest(sent, expected):
             return None
@@ -311,10 +316,11 @@ class ConsolePages:
         return routes
 
 
-FORM_LIMIT = 16_384  # the console's forms are a few short fields
+FORM_LIMIT = 16_384  # the console's forms are a few short fields, or a selection of ids
+FORM_FIELDS = 200  # a selection of dead letters is one field per id
 
 
-async def _small_form(request: Request) -> dict[str, str]:
+async def _small_form(request: Request) -> dict[str, list[str]]:
     """A urlencoded form of at most FORM_LIMIT bytes (anything else reads as an empty form, which no check passes):
     what a browser posts from these pages, without a multipart parser."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
@@ -324,7 +330,11 @@ async def _small_form(request: Request) -> dict[str, str]:
         body += chunk
         if len(body) > FORM_LIMIT:
             return {}
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=20).items() if v}
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=FORM_FIELDS)
+    except ValueError:  # more fields than any page's form has
+        return {}
+    return {k: v for k, v in fields.items() if v}
 
 
 def _london(at: datetime | None) -> str:
