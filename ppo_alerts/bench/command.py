@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from ppo_alerts.bench import console as console_bench
 from ppo_alerts.bench import report
 from ppo_alerts.bench.instances import InstancesResult, measure_instances
 from ppo_alerts.bench.latency import LatencyResult, measure_latency
@@ -31,7 +32,7 @@ from ppo_alerts.bench.sink import SmtpSink
 log = logging.getLogger("ppo.bench")
 T = TypeVar("T")
 
-MEASUREMENTS = ("rules", "latency", "simulation", "scheduler", "notifier", "instances")
+MEASUREMENTS = ("rules", "latency", "simulation", "scheduler", "notifier", "instances", "console")
 FULL_REPORT = Path("docs/performance.md")
 QUICK_REPORT = Path(".run/bench/performance-quick.md")
 PARTIAL_REPORT = Path(".run/bench/performance-partial.md")
@@ -59,6 +60,9 @@ class Sizes:
     notifier_rounds: int
     instances_events: int  # rules with one and two instances
     instances_messages: int  # notifier with one and two instances
+    console_entries: int  # the console's pages with this many register entries
+    console_obligations: int  # and this many obligations
+    console_requests: int  # per page
     notifier_concurrency: int = 4
 
 
@@ -67,14 +71,16 @@ FULL = Sizes(
     latency_drain_s=60, simulation_events=5_000_000, simulation_people=100_000, simulation_ppos=16_000,
     scheduler_timers=(100_000, 1_000_000), scheduler_live=5_000, scheduler_due=2_000, scheduler_burst=500,
     scheduler_window_after=20, scheduler_window=30, notifier_messages=(250, 500, 1_000), notifier_rounds=3,
-    instances_events=50_000, instances_messages=1_000)
+    instances_events=50_000, instances_messages=1_000, console_entries=20_000, console_obligations=100_000,
+    console_requests=100)
 
 QUICK = Sizes(  # under two minutes on a 2-core machine, Kafka's start included
     name="quick", ratio_events=(5_000, 10_000, 20_000), latency_rates=(200, 1000), latency_seconds=5,
     latency_drain_s=15, simulation_events=100_000, simulation_people=30_000, simulation_ppos=4_800,
     scheduler_timers=(10_000, 40_000), scheduler_live=500, scheduler_due=200, scheduler_burst=100,
     scheduler_window_after=1, scheduler_window=1, notifier_messages=(100, 200, 400), notifier_rounds=1,
-    instances_events=5_000, instances_messages=200)
+    instances_events=5_000, instances_messages=200, console_entries=5_000, console_obligations=20_000,
+    console_requests=20)
 
 
 @dataclass
@@ -88,6 +94,7 @@ class BenchResults:
     scheduler: list[SchedulerResult] = field(default_factory=list)
     notifier: list[NotifierResult] = field(default_factory=list)
     instances: list[InstancesResult] = field(default_factory=list)
+    console: console_bench.ConsoleResult | None = None
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per step, in order
     total_s: float = 0.0
     report: Path | None = None
@@ -173,7 +180,7 @@ def run_bench(sizes: Sizes, *, output: Path | None = None, only: frozenset[str] 
     with tempfile.TemporaryDirectory(prefix="ppo-bench-", dir=workdir) as tmp:
         work = Path(tmp)
         kafka_obj = None
-        if bootstrap is None and any(m in wanted for m in ("rules", "latency", "scheduler", "instances")):
+        if bootstrap is None and any(m in wanted for m in ("rules", "latency", "scheduler", "instances", "console")):
             from ppo_alerts.localkafka import KAFKA_VERSION, LocalKafka
 
             kafka_obj = LocalKafka(work / "kafka")
@@ -236,6 +243,13 @@ def run_bench(sizes: Sizes, *, output: Path | None = None, only: frozenset[str] 
                     postgres.close()
                 for x in results.instances:
                     say(instances_line(x))
+            if "console" in wanted:
+                assert bootstrap is not None
+                results.console = step("console", partial(asyncio.run, console_bench.measure_console(
+                    bootstrap, work / "console", sizes.console_entries, sizes.console_obligations,
+                    sizes.console_requests)))
+                for line in console_bench.lines(results.console):
+                    say(line)
         finally:
             sink.stop()
             if kafka_obj is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ppo_alerts.bench.console import PAGE_LIMIT_MS
 from ppo_alerts.bench.latency import CONNECTIONS
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ SIMULATION_TARGET = 50_000.0
 SECTIONS = (
     "## Summary", "## 1. Rules throughput against the raw limit", "## 2. End-to-end latency",
     "## 3. Simulation throughput", "## 4. Scheduler scale", "## 5. Notifier: pooled against one connection per message",
-    "## 5b. One instance against two (the cluster shape)", "## 6. Growth with input size", "## Conditions",
+    "## 5b. One instance against two (the cluster shape)", "## 5c. The web console's pages",
+    "## 6. Growth with input size", "## Conditions",
     "## Machine", "## How to reproduce",
 )
 
@@ -159,6 +161,14 @@ def render(results: BenchResults, machine: Machine, kafka: str) -> str:
     for x in r.instances:
         unit = "events/s" if x.service == "rules" else "emails/s"
         add(f"| {x.service}, {x.instances} instance(s), {x.state} | {n(x.per_s)} {unit} ({x.items:,}) | — | — |")
+    if r.console:
+        c = r.console
+        worst = max(c.pages, key=lambda p: p.p95_ms)
+        add(f"| console pages, {c.entries:,} register entries and {c.obligations:,} obligations: slowest p95 | "
+            f"**{ms(worst.p95_ms)}** ({worst.path}, {worst.role}) | p95 < {PAGE_LIMIT_MS:,.0f} ms on every page | "
+            f"{met(all(p.met for p in c.pages))} |")
+        add(f"| console view catch-up, p50 / max | {ms(c.catch_up_p50_ms)} / **{ms(c.catch_up_max_ms)}** | "
+            f"< 1,000 ms | {met(c.catch_up_max_ms < 1000)} |")
     add("")
 
     # 1. rules
@@ -339,6 +349,33 @@ def render(results: BenchResults, machine: Machine, kafka: str) -> str:
         add("Not measured in this run.")
     add("")
 
+    # 5c. console
+    add("## 5c. The web console's pages")
+    add("")
+    if r.console:
+        c = r.console
+        add(f"The console service as `ppo-alerts run console` builds it (its follower and its pages under uvicorn) "
+            f"reads topics filled beforehand with {c.entries:,} register snapshots and {c.obligations:,} obligations "
+            f"over 40 BCUs, in every status (filled in {c.publish_s:,.1f} s; the console started and caught up with "
+            f"them in {c.load_s:,.1f} s). Staff sign in through the local OpenID Connect provider as a browser does; "
+            "each page is then asked for in a row over loopback HTTP (one warm-up first) and timed from request to "
+            "the last byte. A BCU's pages are one BCU's (about a fortieth of the data); the operator's open "
+            "obligations are every BCU's; dead letters and service health read Kafka and ask each service on "
+            "every request.")
+        add("")
+        add("| role | page | requests | p50 | p95 | slowest | size | HTTP | p95 < 200 ms |")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        for p in c.pages:
+            add(f"| {p.role} | `{p.path}` | {p.requests} | {ms(p.p50_ms)} | {ms(p.p95_ms)} | {ms(p.max_ms)} | "
+                f"{p.size_kib:,.0f} KiB | {p.status} | {met(p.met)} |")
+        add("")
+        add(f"Catch-up: {len(c.catch_up_ms)} obligations published one at a time, each timed from its publication "
+            f"to the first answer of its page that shows it (polled every 5 ms): p50 {ms(c.catch_up_p50_ms)}, "
+            f"slowest {ms(c.catch_up_max_ms)}.")
+    else:
+        add("Not measured in this run.")
+    add("")
+
     # 6. growth
     add("## 6. Growth with input size")
     add("")
@@ -392,12 +429,12 @@ def render(results: BenchResults, machine: Machine, kafka: str) -> str:
     add("./scripts/setup && .venv/bin/ppo-alerts bench --quick   # under two minutes: .run/bench/performance-quick.md")
     add("```")
     add("")
-    add("`--only rules,latency,simulation,scheduler,notifier,instances` runs some of them (and writes "
+    add("`--only rules,latency,simulation,scheduler,notifier,instances,console` runs some of them (and writes "
         "`.run/bench/performance-partial.md` unless `--output` says otherwise); `--kafka HOST:PORT` uses a running "
         "broker instead of starting one. Each line printed is one figure; the last is the rules/raw-consumer ratio. "
         "The simulation, scheduler and notifier measurements also run on their own: `python -m "
         "ppo_alerts.bench.simulation`, `python -m ppo_alerts.bench.scheduler`, `python -m ppo_alerts.bench.notifier`, "
-        "`python -m ppo_alerts.bench.instances` (`--help`).")
+        "`python -m ppo_alerts.bench.instances`, `python -m ppo_alerts.bench.console` (`--help`).")
     add("")
     return "\n".join(lines)
 

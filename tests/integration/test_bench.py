@@ -22,7 +22,7 @@ TINY = Sizes(
     simulation_events=2_000, simulation_people=2_000, simulation_ppos=300, scheduler_timers=(500,),
     scheduler_live=50, scheduler_due=20, scheduler_burst=10, scheduler_window_after=0.5, scheduler_window=0.5,
     notifier_messages=(20, 60), notifier_rounds=1, notifier_concurrency=2, instances_events=1_000,
-    instances_messages=20)
+    instances_messages=20, console_entries=500, console_obligations=2_000, console_requests=5)
 
 
 def test_bench_runs_every_measurement_and_ends_with_the_ratio(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -58,6 +58,14 @@ def test_bench_runs_every_measurement_and_ends_with_the_ratio(kafka_bootstrap: s
     assert all(x.seconds > 0 and x.per_s > 0 for x in r.instances)
     assert [x.items for x in r.instances] == [1_000, 1_000, 20, 20, 20]
 
+    c = r.console
+    assert c is not None and (c.entries, c.obligations) == (500, 2_000) and c.load_s > 0
+    assert {p.role for p in c.pages} == {"bcu", "coordinator", "operator"}
+    for page in c.pages:
+        assert page.status == 200, page  # a page the bench times must answer
+        assert 0 < page.p50_ms <= page.p95_ms <= page.max_ms and page.requests == 5
+    assert len(c.catch_up_ms) == 20 and all(0 < t for t in c.catch_up_ms)
+
     text = report.read_text()
     for section in SECTIONS:
         assert section in text
@@ -68,4 +76,4 @@ def test_bench_runs_every_measurement_and_ends_with_the_ratio(kafka_bootstrap: s
     assert lines[-1] == f"rules/raw-consumer ratio: {r.ratio[-1].ratio:.2f}"
     assert any(line.startswith("rules: ") for line in lines) and any(line.startswith("latency at ") for line in lines)
     assert not math.isnan(r.total_s) and set(r.timings) == {
-        "rules", "latency", "simulation", "scheduler", "notifier", "postgres start", "instances"}
+        "rules", "latency", "simulation", "scheduler", "notifier", "postgres start", "instances", "console"}
