@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -50,7 +51,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
-__all__ = ["LocalOidc", "LocalOidcError", "OidcClient", "OidcUser", "load_config", "main"]
+__all__ = ["FormFields", "LocalOidc", "LocalOidcError", "OidcClient", "OidcUser", "form_fields", "load_config", "main"]
 
 HOST = "127.0.0.1"
 SCOPES = ("openid", "profile", "email")
@@ -691,6 +692,29 @@ class _Headers(dict[str, str]):
 
 
 # --------------------------------------------------------------------------- configuration file and CLI
+
+
+class FormFields(HTMLParser):
+    """A page's form as a browser would submit it: its action and every named input's value. For scripts and tests
+    that sign in through the provider's page without a browser (the bench, the console's tests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action = ""
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.action = a.get("action") or ""
+        elif tag == "input" and a.get("name"):
+            self.fields[str(a["name"])] = a.get("value") or ""
+
+
+def form_fields(page: str) -> FormFields:
+    form = FormFields()
+    form.feed(page)
+    return form
 
 
 def load_config(path: str | Path) -> tuple[list[OidcUser], list[OidcClient]]:

@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 from ppo_alerts.bench.sink import free_port
@@ -122,30 +121,17 @@ def obligation_records(obligations: int, entries: int, now: datetime) -> Iterato
 
 # --- signing in as a browser does --------------------------------------------------------------------------------
 
-class _FormFields(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "form" and not self.action:
-            self.action = a.get("action") or ""
-        elif tag == "input" and a.get("name"):
-            self.fields[str(a["name"])] = a.get("value") or ""
-
-
 async def sign_in(client: object, username: str, password: str) -> None:
     """Follow the console to the provider, post its form, follow the code back: the session cookie is then set."""
     import httpx
+
+    from ppo_alerts.localoidc import form_fields
 
     assert isinstance(client, httpx.AsyncClient)
     to_provider = await client.get("/sign-in")
     async with httpx.AsyncClient(timeout=30) as browser:
         page = await browser.get(to_provider.headers["location"])
-        form = _FormFields()
-        form.feed(page.text)
+        form = form_fields(page.text)
         back = await browser.post(str(page.url.join(form.action)),
                                   data={**form.fields, "username": username, "password": password})
     home = await client.get(back.headers["location"], follow_redirects=True)

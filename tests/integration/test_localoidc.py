@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -19,7 +18,7 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet, RSAKey
 
-from ppo_alerts.localoidc import LocalOidc, LocalOidcError, OidcClient, OidcUser, load_config
+from ppo_alerts.localoidc import FormFields, LocalOidc, LocalOidcError, OidcClient, OidcUser, form_fields, load_config
 
 CALLBACK = "http://127.0.0.1:8090/auth/callback"
 SIGNED_OUT = "http://127.0.0.1:8090/signed-out"
@@ -39,26 +38,7 @@ def metadata(oidc: LocalOidc) -> dict:
     return httpx.get(oidc.discovery_url).raise_for_status().json()
 
 
-class _Form(HTMLParser):
-    """The sign-in form's action and fields, as a browser would submit them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "form":
-            self.action = a.get("action") or ""
-        elif tag == "input" and a.get("name"):
-            self.fields[str(a["name"])] = a.get("value") or ""
-
-
-def _form(page: str) -> _Form:
-    form = _Form()
-    form.feed(page)
-    return form
+_Form, _form = FormFields, form_fields  # the console's tests import these names
 
 
 def _client(auth_method: str = "client_secret_basic", redirect_uri: str = CALLBACK) -> OAuth2Client:
