@@ -8,13 +8,13 @@ from typing import Any
 
 from starlette.middleware.sessions import SessionMiddleware
 
-from services.console.follow import Follower
 from services.console.operator_pages import OperatorPages
 from services.console.register_pages import RegisterPages
 from services.console.report_pages import ReportPages
 from services.console.view import ConsoleView
 from services.console.web import ConsolePages, SecurityHeaders
 from shared.clock import Clock
+from shared.follow import Follower
 from shared.http import HttpServer, build_app
 from shared.kafka import make_broker
 from shared.local_key import generated_key
@@ -65,7 +65,7 @@ def build(settings: Settings, clock: Clock) -> tuple[RunningService, ConsolePage
     broker = make_broker(settings, "ppo-console")
     view = ConsoleView()
     follower = Follower(settings, {topics.obligations: view.apply_obligation, topics.register: view.apply_register,
-                                   topics.acknowledgements: view.apply_acknowledgement})
+                                   topics.acknowledgements: view.apply_acknowledgement}, "console")
     try:
         assets: Path | None = govuk_dist()
     except AssetsMissing as exc:

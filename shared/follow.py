@@ -1,5 +1,6 @@
-"""The console's view kept current: one consumer, no group, every partition of the topics it shows, read from the
-beginning and then followed, so every console instance holds the whole view and none keeps state of its own."""
+"""Compacted topics followed into memory: one consumer, no group, every partition of the topics, read from the
+beginning and then followed, so every instance holds the whole picture and none keeps state of its own (the
+console's view; the scheduler's register for C6, which a standby then already has when it takes over)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from aiokafka.errors import KafkaError
 from shared.kafka import client_kwargs
 from shared.settings import Settings
 
-log = logging.getLogger("ppo.console")
+log = logging.getLogger("ppo.follow")
 
 Apply = Callable[[bytes | None, bytes | None], None]
 
@@ -24,15 +25,16 @@ class Follower:
     everything that was on the topics at the start has been applied; `last_record_at` (loop time) says how fresh
     the view is."""
 
-    def __init__(self, settings: Settings, apply: dict[str, Apply]) -> None:
+    def __init__(self, settings: Settings, apply: dict[str, Apply], name: str) -> None:
         self.settings = settings
         self.apply = apply
+        self.name = name  # in the task's name and the log lines
         self.caught_up = asyncio.Event()
         self.records = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="console-follower")
+        self._task = asyncio.create_task(self._follow(), name=f"{self.name}-follower")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -70,17 +72,17 @@ class Follower:
                     for tp, records in batch.items():
                         apply = self.apply[tp.topic]
                         for record in records:
-                            apply(record.key, record.value)  # never raises: the view counts what it cannot read
+                            apply(record.key, record.value)  # must not raise: count what cannot be read
                         self.records += len(records)
                     if behind:
                         behind = {tp for tp in behind if await consumer.position(tp) < end[tp]}
                         if not behind:
-                            log.info("console view loaded", extra={"records": self.records})
+                            log.info("topics loaded", extra={"follower": self.name, "records": self.records})
                             self.caught_up.set()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Kafka trouble: read again from the beginning (the view keeps the latest per key)
-                log.warning("console view interrupted; reading again", exc_info=True)
+            except Exception:  # Kafka trouble: read again from the beginning (applying is by key: idempotent)
+                log.warning("following interrupted; reading again", extra={"follower": self.name}, exc_info=True)
                 await asyncio.sleep(2.0)
             finally:
                 with suppress(Exception):
