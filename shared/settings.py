@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     console_oidc_bcus_claim: str = Field(default="ppo_bcus", min_length=1)  # the BCU codes a person works for
     console_session_secret: SecretStr | None = Field(default=None, min_length=32)  # same on every instance
     console_session_hours: float = Field(default=8.0, gt=0, le=24)  # then sign in again, however active
+    # The operator's health page: service name -> base URL of its HTTP server (its /healthz is read), as JSON, e.g.
+    # {"intake": "http://intake:8080"}; unset: intake, rules, scheduler and notifier on http_host and their ports
+    console_service_urls: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$")],
+                               Annotated[str, Field(pattern=r"^https?://[^\s/?#@]+/?$", max_length=200)]] | None = (
+        Field(default=None, min_length=1, max_length=20))
 
     @field_validator("scheduler_digest_weekday", mode="before")
     @classmethod
