@@ -362,3 +362,25 @@ def _count(page: str, rule: str, column: str) -> int:
             cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
             return int(cells[headers.index(column) - 1])
     raise AssertionError(f"no row {rule}")
+
+
+async def test_kafka_that_does_not_answer_is_said_on_the_page_not_an_error(ops: Console,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.console import operator_pages
+
+    async def hangs(*_: Any) -> Any:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(operator_pages, "KAFKA_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(operator_pages, "read_lag", hangs)
+    monkeypatch.setattr(operator_pages, "read_dead_letters", hangs)
+    async with ops.client() as client:
+        await ops.sign_in(client, "olu")
+        health = await client.get("/operations/health")
+        assert health.status_code == 200 and "Kafka did not answer within 0.5 seconds" in health.text
+        assert "HTTP 200: ok" in health.text  # the services are still read
+        listing = await client.get("/operations/dead-letters")
+        assert listing.status_code == 503 and "Kafka did not answer" in listing.text
+        csrf = await csrf_of(client, "/operations/health")
+        replay = await client.post("/operations/dead-letters/replay", data={"csrf": csrf, "id": "0-0"})
+        assert replay.status_code == 503 and "Nothing was changed" in replay.text
