@@ -279,24 +279,6 @@ class ConsolePages:
         rows = self.view.custody_countdown(member.bcus_seen(), self.clock.now())
         return self.page(request, "custody.html", rows=rows)
 
-    # --- register ----------------------------------------------------------------------------------------------
-
-    async def register(self, request: Request) -> Response:
-        member = self.need(request, "coordinator")
-        if not isinstance(member, StaffMember):
-            return member
-        query = request.query_params.get("q", "").strip()[:100]
-        rows = self.view.register_search(query, set(member.bcus), self.clock.now()) if query else []
-        return self.page(request, "register.html", query=query, rows=rows)
-
-    async def person(self, request: Request) -> Response:
-        member = self.need(request, "coordinator", "bcu")
-        if not isinstance(member, StaffMember):
-            return member
-        bcus = set(member.bcus)
-        rows = self.view.person_trail(request.path_params["person_id"], bcus, self.clock.now())
-        return self.page(request, "person.html", rows=rows, person_id=request.path_params["person_id"])
-
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = [
             Route("/", self.start),
@@ -307,8 +289,6 @@ class ConsolePages:
             Route("/obligations/{obligation_id}", self.obligation),
             Route("/obligations/{obligation_id}/acknowledge", self.acknowledge, methods=["POST"]),
             Route("/custody", self.custody),
-            Route("/register", self.register),
-            Route("/people/{person_id}", self.person),
         ]
         if self.assets is not None:
             routes.append(Mount("/assets", app=StaticFiles(directory=self.assets / "assets", check_dir=False)))
