@@ -109,7 +109,8 @@ def dated_from_now(bodies: list[Any], now: datetime) -> list[Any]:
     return [_moved(body, by, days) for body in bodies]
 
 
-# The services' consumer groups (services/*/service.py): each is asked for its coordinator before they start.
+# The services' consumer groups as they write them (services/*/service.py; under the prefix: Topics.group): each is
+# asked for its coordinator before they start.
 GROUPS = ("ppo-intake", "ppo-rules-resolve", "ppo-rules", "ppo-scheduler", "ppo-scheduler-acks",
           "ppo-scheduler-custody", "ppo-notifier", "ppo-notifier-escalations")
 
@@ -128,7 +129,7 @@ async def wait_until_ready(settings: Settings, groups: tuple[str, ...] = GROUPS,
     await admin.start()
     deadline = time.monotonic() + timeout_s
     try:
-        waiting: list[str] = ["topics", *groups]
+        waiting: list[str] = ["topics", *(Topics(settings.topic_prefix).group(g) for g in groups)]
         while waiting:
             try:
                 if waiting[0] == "topics":

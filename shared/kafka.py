@@ -196,6 +196,13 @@ class ServiceBroker(KafkaBroker):
         self.lag_settings = lag_settings
         self.lag_every_s = lag_every_s
         self.lag_monitor: ConsumerLagMonitor | None = None
+        # `ppo-rules` as the services write it, under the deployment's prefix (Topics.group)
+        self.groups_under = Topics(lag_settings.topic_prefix) if lag_settings is not None else Topics()
+
+    def subscriber(self, *topics: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if isinstance(kwargs.get("group_id"), str):
+            kwargs["group_id"] = self.groups_under.group(kwargs["group_id"])
+        return super().subscriber(*topics, **kwargs)
 
     def consumer_groups(self) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}

@@ -189,14 +189,15 @@ SERVICE_OF_FAMILY: dict[str, str] = {
     "ppo_smtp_send_seconds": "notifier", "ppo_notifier_deliveries": "notifier",
 }
 # Labels that name the service in another form: FastStream's app_name is the broker's client id and consumer lag
-# is per group, both "ppo-<service>[-<part>]" (shared/kafka.py make_broker, the services' group ids).
+# is per group, "ppo-<service>" and "<prefix>-<service>[-<part>]" (shared/kafka.py make_broker, Topics.group).
 _SERVICE_NAMING_LABELS = ("app_name", "group")
 
 
 def owner_of(family: str, labels: dict[str, str], services: Sequence[str]) -> str:
     """Which of `services` (those sharing the process; the first is the fallback) serves this sample."""
     candidates = [labels.get("service", "")]
-    candidates += [labels.get(label, "").removeprefix("ppo-").split("-", 1)[0] for label in _SERVICE_NAMING_LABELS]
+    # a group is <prefix>-<service>[-<what>] (Topics.group, and a prefix may have dashes); an app_name ppo-<service>
+    candidates += [part for label in _SERVICE_NAMING_LABELS for part in labels.get(label, "").split("-")]
     candidates.append(SERVICE_OF_FAMILY.get(family, ""))
     return next((c for c in candidates if c in services), services[0])
 

@@ -11,6 +11,12 @@ class Topics:
 
     prefix: str = "ppo"
 
+    def group(self, name: str) -> str:
+        """A consumer group's id under this prefix: the services name their groups `ppo-<service>[-<what>]`, and
+        with prefix `staging` that group is `staging-<service>[-<what>]`, so deployments (or test runs) sharing a
+        broker never share a group, and never rebalance each other. The default prefix keeps the names as written."""
+        return self.prefix + name.removeprefix("ppo") if name.startswith("ppo-") else name
+
     @property
     def intake_raw(self) -> str:  # agencies publish payloads in any accepted format here
         return f"{self.prefix}.intake.raw"

@@ -121,16 +121,16 @@ async def measure_rules_instances(bootstrap: str, work: Path, events: int, insta
         await fill_topic(bootstrap, topics.events, payloads[:WARM_UP])
 
         async def warmed() -> bool:
-            return (await _committed(admin, "ppo-rules", topics.events_by_person) >= WARM_UP
-                    and await _group_ready(admin, "ppo-rules", instances)
-                    and await _group_ready(admin, "ppo-rules-resolve", instances))
+            return (await _committed(admin, topics.group("ppo-rules"), topics.events_by_person) >= WARM_UP
+                    and await _group_ready(admin, topics.group("ppo-rules"), instances)
+                    and await _group_ready(admin, topics.group("ppo-rules-resolve"), instances))
 
         await _wait("the rules instances' warm-up", warmed, 120)
         started = time.perf_counter()
         await fill_topic(bootstrap, topics.events, payloads[WARM_UP:])
 
         async def done() -> bool:
-            return await _committed(admin, "ppo-rules", topics.events_by_person) >= WARM_UP + events
+            return await _committed(admin, topics.group("ppo-rules"), topics.events_by_person) >= WARM_UP + events
 
         await _wait(f"{events:,} events through {instances} rules instance(s)", done, 900)
         seconds = time.perf_counter() - started
@@ -196,7 +196,8 @@ async def measure_notifier_instances(bootstrap: str, work: Path, sink: SmtpSink,
         await _publish(bootstrap, topics.notifications, _requests(WARM_UP // 10, 0, prefix))
 
         async def warmed() -> bool:
-            return sink.count - before >= WARM_UP // 10 and await _group_ready(admin, "ppo-notifier", instances)
+            return (sink.count - before >= WARM_UP // 10
+                    and await _group_ready(admin, topics.group("ppo-notifier"), instances))
 
         await _wait("the notifier instances' warm-up", warmed, 120)
         records = _requests(messages, WARM_UP // 10, prefix)

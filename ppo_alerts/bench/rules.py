@@ -157,7 +157,7 @@ async def rules_consume(settings: Any, n: int, timeout_s: float = 600.0) -> floa
     try:
         committed_first = None
         while time.perf_counter() < deadline:
-            done = await _committed_total(admin, "ppo-rules", topic)
+            done = await _committed_total(admin, Topics(settings.topic_prefix).group("ppo-rules"), topic)
             if committed_first is None and done > 0:
                 committed_first = time.perf_counter()
             if done >= n:

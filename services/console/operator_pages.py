@@ -50,9 +50,9 @@ FILTER_LIMITS = {"service": 40, "reason": 120, "topic": 249, "since": 40, "until
 
 
 def service_groups(topics: Topics) -> list[tuple[str, str, str]]:
-    """(service, consumer group, topic) of every consumer group the services commit: the group ids are fixed names
-    (services/*/service.py), the same whatever the topic prefix; the topics carry the prefix."""
-    return [
+    """(service, consumer group, topic) of every consumer group the services commit: the groups as the services
+    write them (services/*/service.py), under the deployment's prefix (Topics.group), like the topics."""
+    return [(service, topics.group(group), topic) for service, group, topic in (
         ("intake", "ppo-intake", topics.intake_raw),
         ("rules", "ppo-rules-resolve", topics.events),
         ("rules", "ppo-rules", topics.events_by_person),
@@ -61,7 +61,7 @@ def service_groups(topics: Topics) -> list[tuple[str, str, str]]:
         ("scheduler", "ppo-scheduler-custody", topics.events),
         ("notifier", "ppo-notifier", topics.notifications),
         ("notifier", "ppo-notifier-escalations", topics.escalations),
-    ]
+    )]
 
 
 def service_urls(settings: Settings) -> dict[str, str]:

@@ -271,15 +271,15 @@ async def test_health_shows_a_groups_lag_and_which_services_answer(ops: Console)
             await producer.send_and_wait(topics.escalations, f"e{n}".encode(), key=b"o1", partition=1)
     finally:
         await producer.stop()
-    await commit(settings, "ppo-notifier-escalations", TopicPartition(topics.escalations, 1), 2)
+    await commit(settings, topics.group("ppo-notifier-escalations"), TopicPartition(topics.escalations, 1), 2)
     async with ops.client() as client:
         await ops.sign_in(client, "olu")
         page = await client.get("/operations/health")
     assert page.status_code == 200
-    row = page.text.split('id="lag-ppo-notifier-escalations"', 1)[1].split("</tr>", 1)[0]
+    row = page.text.split(f'id="lag-{topics.group("ppo-notifier-escalations")}"', 1)[1].split("</tr>", 1)[0]
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
-    assert cells[1:] == ["ppo-notifier-escalations", topics.escalations, "2", "5", "3"], cells
-    intake = page.text.split('id="lag-ppo-intake"', 1)[1].split("</tr>", 1)[0]
+    assert cells[1:] == [topics.group("ppo-notifier-escalations"), topics.escalations, "2", "5", "3"], cells
+    intake = page.text.split(f'id="lag-{topics.group("ppo-intake")}"', 1)[1].split("</tr>", 1)[0]
     assert "nothing yet" in intake and topics.intake_raw in intake
     services = page.text.split("Each service's health check", 1)[1].split("</table>", 1)[0]
     rules = services.split("<td class=\"govuk-table__cell\">rules</td>", 1)[1].split("</tr>", 1)[0]
@@ -293,7 +293,8 @@ def test_the_groups_shown_are_the_groups_the_services_commit() -> None:
     """Group ids are fixed names in the services' subscriptions (not derived from the topic prefix)."""
     root = Path(__file__).resolve().parents[2] / "services"
     written = {g for f in root.glob("*/service.py") for g in re.findall(r'group_id="([^"]+)"', f.read_text())}
-    assert {g for _, g, _ in service_groups(Topics("x"))} == written
+    assert {g for _, g, _ in service_groups(Topics())} == written
+    assert {g for _, g, _ in service_groups(Topics("staging"))} == {"staging" + g.removeprefix("ppo") for g in written}
 
 
 # --- timeliness -------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from shared.directory import Directory
 from shared.events import parse_event
 from shared.register import Register
 from shared.settings import Settings
+from shared.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -670,6 +671,24 @@ def test_make_broker_has_the_prometheus_middleware_and_knows_its_consumer_groups
         pass
 
     assert broker.consumer_groups() == {"ppo-rules": ["ppo.events"]}
+
+
+def test_deployments_sharing_a_broker_never_share_a_consumer_group() -> None:
+    """A group is named as the services write it (`ppo-rules`) under the deployment's prefix: two prefixes on one
+    broker (staging beside live, or two test runs) do not join each other's groups and rebalance each other."""
+    from shared.kafka import ServiceBroker, make_broker
+
+    broker = make_broker(Settings(topic_prefix="staging"), "ppo-test")
+    assert isinstance(broker, ServiceBroker)
+
+    @broker.subscriber("staging.events", group_id="ppo-rules")
+    async def handle(body: bytes) -> None:  # pragma: no cover - never consumed here
+        pass
+
+    assert broker.consumer_groups() == {"staging-rules": ["staging.events"]}
+    assert Topics("staging").group("ppo-scheduler-custody") == "staging-scheduler-custody"
+    assert Topics().group("ppo-notifier") == "ppo-notifier"  # the default prefix keeps today's names
+    assert Topics("x").group("console-test") == "console-test"  # not one of the services' groups: as given
 
 
 # --- sample data ----------------------------------------------------------------------------------------
