@@ -14,8 +14,10 @@ The view holds personal data (names, dates of birth) because the pages show it t
 logs ids and record counts only, never a name, a date of birth or a decoding error's text (which quotes input).
 
 Derived states, worked out at the query's `now` for an obligation that is *open*: its status is `pending`,
-`breached` or `failed` and no recipient has acknowledged it (an acknowledgement on the topic counts at once, before
-the scheduler's `acknowledged` state arrives). `notified`, `acknowledged` and `cancelled` are closed.
+`breached` or `failed`, or it is `notified` by a rule whose notices are watched for acknowledgement (sent when
+raised by a rule the rule book marks immediate, as the scheduler decides: `watched_for_acknowledgement`), and no
+recipient has acknowledged it (an acknowledgement on the topic counts at once, before the scheduler's
+`acknowledged` state arrives). `acknowledged`, `cancelled` and the other `notified` ones are closed.
 
 - `failed`: every recipient refused it (status `failed`);
 - `breached`: status `breached` (accepted after its deadline, or no outcome by it), or still `pending` at or
@@ -23,9 +25,12 @@ the scheduler's `acknowledged` state arrives). `notified`, `acknowledged` and `c
 - `at risk`: `pending`, before `notify_by`, and `notify_by` is at most `max(1 hour, a quarter of its window)`
   away, the window being `send_at` to `notify_by`;
 - `due`: `pending`, `send_at` reached, not at risk;
+- `not acknowledged`: `notified`, waiting for a recipient to acknowledge it (the scheduler escalates it to the
+  BCU's duty contact when its acknowledgement is due);
 - `pending`: `send_at` still ahead, not at risk.
 
-Most urgent first: failed, breached, at risk, due, pending; within each, the earliest `notify_by` first.
+Most urgent first: failed, breached, at risk, due, not acknowledged, pending; within each, the earliest
+`notify_by` first.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
-from services.scheduler.watch import ACKNOWLEDGED, merge
+from services.scheduler.watch import ACKNOWLEDGED, WatchPolicy, merge, watched_for_acknowledgement
 from shared.ack import Acknowledgement
 from shared.calendar import london_date
 from shared.identifiers import IDENTIFIER_KINDS, normalise_crn, normalise_cro, normalise_noms, normalise_pnc
@@ -52,7 +57,9 @@ log = logging.getLogger("ppo.console")
 
 AT_RISK_WITHIN: Final = timedelta(hours=1)
 AT_RISK_FRACTION: Final = 0.25
-URGENCY: Final[dict[str, int]] = {"failed": 0, "breached": 1, "at risk": 2, "due": 3, "pending": 4}
+URGENCY: Final[dict[str, int]] = {"failed": 0, "breached": 1, "at risk": 2, "due": 3, "not acknowledged": 4,
+                                  "pending": 5}
+NOT_ACKNOWLEDGED: Final = "not acknowledged"
 OPEN_STATUSES: Final = frozenset({"pending", "breached", "failed"})
 CLOSED_LABELS: Final = ("notified", "acknowledged", "cancelled")
 RELEASE_NOTICE_RULE: Final = "A4"  # a release date set or changed: its facts carry `release_date` (rule book)
@@ -139,6 +146,8 @@ def _state(p: _Placed, now: datetime) -> str:
     if p.label is not None:
         return p.label
     o = p.obligation
+    if o.status == "notified":
+        return NOT_ACKNOWLEDGED
     if o.status != "pending":
         return o.status  # failed, breached
     if now >= o.notify_by:
@@ -146,6 +155,11 @@ def _state(p: _Placed, now: datetime) -> str:
     if now >= p.at_risk_from:
         return "at risk"
     return "due" if now >= o.send_at else "pending"
+
+
+def _awaits_acknowledgement(o: Obligation) -> bool:
+    """Sent, and watched for an acknowledgement (the scheduler's test, with acknowledgement escalation on)."""
+    return o.status == "notified" and watched_for_acknowledgement(o, WatchPolicy())
 
 
 def _row(p: _Placed, now: datetime) -> ObligationRow:
@@ -310,7 +324,8 @@ class ConsoleView:
         oid = o.obligation_id
         self._unplace(oid)
         acked = oid in self._acks or o.status == "acknowledged"
-        label = "acknowledged" if acked else (None if o.status in OPEN_STATUSES else o.status)
+        label = "acknowledged" if acked else (None if o.status in OPEN_STATUSES or _awaits_acknowledgement(o)
+                                              else o.status)
         person_id = o.person.person_id if o.person is not None else None
         p = _Placed(o, o.bcu, label, _at_risk_from(o), person_id, _release_date(o))
         self._placed[oid] = p

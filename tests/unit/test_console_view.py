@@ -88,22 +88,27 @@ def test_a_short_window_is_at_risk_in_its_last_hour():
     assert states(view, T + timedelta(hours=1)) == {o.obligation_id: "at risk"}
 
 
-def test_breached_and_failed_stay_open_and_come_first_notified_acknowledged_cancelled_do_not_show():
+def test_breached_failed_and_unacknowledged_stay_open_and_timed_notices_acknowledged_cancelled_do_not_show():
     due = obligation(1, window=timedelta(days=2))
     later = obligation(2, window=timedelta(days=3))
     breached = obligation(3, status="breached", notified_at=T + timedelta(hours=9))
     failed = obligation(4, status="failed")
     pending = obligation(5, send_at=T + timedelta(days=1))
-    closed = [obligation(6, status="notified", notified_at=T), obligation(7, status="acknowledged"),
+    sent = obligation(9, status="notified", notified_at=T)  # an immediate notice: its acknowledgement is awaited
+    timed_notice = release_notice(6, date(2027, 1, 4), status="notified", notified_at=T)  # a timed rule's (A4):
+    # not watched for acknowledgement, closed once sent
+    closed = [timed_notice, obligation(7, status="acknowledged"),
               obligation(8, status="cancelled", cancelled_reason="release date changed")]
-    view = view_with(later, pending, due, breached, failed, *closed)
+    view = view_with(later, pending, due, breached, failed, sent, *closed)
     rows = view.open_for_bcus({LEEDS}, T + timedelta(hours=1))
     assert [(r.obligation_id, r.state) for r in rows] == [
         (failed.obligation_id, "failed"), (breached.obligation_id, "breached"), (due.obligation_id, "due"),
-        (later.obligation_id, "due"), (pending.obligation_id, "pending")]
+        (later.obligation_id, "due"), (sent.obligation_id, "not acknowledged"), (pending.obligation_id, "pending")]
     assert view.counts({LEEDS}, T + timedelta(hours=1)) == {
-        "failed": 1, "breached": 1, "at risk": 0, "due": 2, "pending": 1,
+        "failed": 1, "breached": 1, "at risk": 0, "due": 2, "not acknowledged": 1, "pending": 1,
         "notified": 1, "acknowledged": 1, "cancelled": 1}
+    view.apply_acknowledgement(*ack_record(sent.obligation_id))
+    assert sent.obligation_id not in [r.obligation_id for r in view.open_for_bcus({LEEDS}, T + timedelta(hours=1))]
 
 
 def test_pages_are_limited_and_offset():
@@ -161,13 +166,13 @@ def test_the_latest_record_wins_a_stale_copy_does_not_move_the_status_back_and_a
     notified = o.model_copy(deep=True)
     notified.record_acceptance(T + timedelta(minutes=5))
     view.apply_obligation(*record(notified))
-    assert view.open_for_bcus(None, T + timedelta(hours=1)) == []
+    assert states(view, T + timedelta(hours=1)) == {o.obligation_id: "not acknowledged"}
     view.apply_obligation(*record(o))  # another writer's copy from before the acceptance
-    assert view.open_for_bcus(None, T + timedelta(hours=1)) == []
-    assert view.counts(None, T)["notified"] == 1
+    assert states(view, T + timedelta(hours=1)) == {o.obligation_id: "not acknowledged"}  # not pending again
+    assert view.counts(None, T)["not acknowledged"] == 1
     cancelled = o.model_copy(update={"status": "cancelled", "cancelled_reason": "person de-selected"})
     view.apply_obligation(*record(cancelled))
-    assert view.counts(None, T)["cancelled"] == 1 and view.counts(None, T)["notified"] == 0
+    assert view.counts(None, T)["cancelled"] == 1 and view.counts(None, T)["not acknowledged"] == 0
     view.apply_obligation(o.obligation_id.encode(), None)
     assert view.obligation(o.obligation_id, None, T) is None
     assert view.person_trail(SMITH.person_id, None, T) == []
@@ -339,14 +344,14 @@ def test_search_results_are_limited_to_50():
 
 
 def test_the_person_trail_is_every_obligation_about_them_oldest_first():
-    first = obligation(1, rule="A1", send_at=T - timedelta(days=10), status="notified", notified_at=T)
+    first = obligation(1, rule="A1", send_at=T - timedelta(days=10), status="acknowledged", notified_at=T)
     second = release_notice(2, date(2027, 1, 4), raised_at=T - timedelta(days=5), status="cancelled")
     third = obligation(3, rule="B4", send_at=T, bcu=BRADFORD)
     someone_else = obligation(4, person=JONES)
     view = view_with(third, someone_else, second, first)
     rows = view.person_trail(SMITH.person_id, None, T)
     assert [(r.obligation_id, r.state) for r in rows] == [
-        (first.obligation_id, "notified"), (second.obligation_id, "cancelled"), (third.obligation_id, "due")]
+        (first.obligation_id, "acknowledged"), (second.obligation_id, "cancelled"), (third.obligation_id, "due")]
     assert [r.obligation_id for r in view.person_trail(SMITH.person_id, {LEEDS}, T)] == [
         first.obligation_id, second.obligation_id]
 
