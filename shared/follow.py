@@ -61,9 +61,9 @@ class Follower:
             try:
                 await consumer.start()
                 tps = await self._partitions(consumer)
+                end = await consumer.end_offsets(tps)  # before assigning: see shared.kafka.read_positioned
                 consumer.assign(tps)
                 await consumer.seek_to_beginning(*tps)
-                end = await consumer.end_offsets(tps)
                 behind = {tp for tp in tps if end[tp] > 0}
                 if not behind:
                     self.caught_up.set()
