@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from services.rules.rulebook import COMMUNITY_RELEASES, RULES
+from shared.calendar import london_date
 from shared.clock import LONDON
-from shared.events import EventBase, london_date, parse_event
+from shared.events import EventBase, parse_event
 from shared.identifiers import IDENTIFIER_KINDS, NORMALISERS
 from shared.obligations import DeliveryOutcome, Obligation
 from shared.register import Period, RegisterEntry
@@ -204,25 +205,47 @@ class TimelinessRow:
         return round(100.0 * self.on_time / decided, 1) if decided else None
 
 
+@dataclass
+class Tally:
+    """Obligations counted per rule and result, and how many of each rule's are at risk (what a timeliness report
+    is made of: `timeliness` counts them one by one; the console's view from what it worked out beforehand)."""
+
+    results: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, result) -> how many
+    at_risk: Counter[str] = field(default_factory=Counter)
+    sources: dict[str, str] = field(default_factory=dict)  # a rule the rule book does not have: its paragraph
+
+    def add(self, o: Obligation, result: str, at_risk: bool) -> None:
+        self.results[(o.rule, result)] += 1
+        self.at_risk[o.rule] += at_risk
+        self.sources.setdefault(o.rule, o.source_paragraph)
+
+
 def timeliness(obligations: Iterable[Obligation], start: date, end: date, now: datetime,
                rules: Sequence[str] | None = None) -> list[TimelinessRow]:
     """Per rule (every rule of the rule book, then any other rule met), the obligations whose send time falls on
     a London date from `start` to `end` inclusive, by result. A last row `all` sums them."""
+    tally = Tally()
+    for o in obligations:
+        if start <= london_date(o.send_at) <= end:
+            tally.add(o, classify(o, now), at_risk(o, now))
+    return timeliness_rows(tally, rules)
+
+
+def timeliness_rows(tally: Tally, rules: Sequence[str] | None = None) -> list[TimelinessRow]:
     rows: dict[str, TimelinessRow] = {}
     for rule in rules if rules is not None else RULES:
         spec = RULES.get(rule)
         rows[rule] = TimelinessRow(rule, spec.title if spec else "", STANDARDS.get(rule, "its notify-by deadline"),
                                    spec.source if spec else "")
-    for o in obligations:
-        if not start <= london_date(o.send_at) <= end:
-            continue
-        row = rows.get(o.rule)
+    for (rule, result), n in sorted(tally.results.items()):
+        row = rows.get(rule)
         if row is None:
-            row = rows[o.rule] = TimelinessRow(o.rule, "", "its notify-by deadline", o.source_paragraph)
-        result = classify(o, now)
-        setattr(row, result, getattr(row, result) + 1)
-        row.total += 1
-        row.at_risk += at_risk(o, now)
+            row = rows[rule] = TimelinessRow(rule, "", "its notify-by deadline", tally.sources.get(rule, ""))
+        setattr(row, result, getattr(row, result) + n)
+        row.total += n
+    for rule, n in tally.at_risk.items():
+        if rule in rows:
+            rows[rule].at_risk += n
     total = TimelinessRow("all", "every rule", "", "")
     for row in rows.values():
         for name in ("total", *RESULTS, "at_risk"):

@@ -7,7 +7,7 @@ is discriminated on `type`, so an unknown type is rejected with the list of know
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -312,7 +312,4 @@ def event_json_schema() -> dict[str, Any]:
     return schema
 
 
-def london_date(instant: datetime) -> date:
-    from shared.clock import LONDON
 
-    return instant.astimezone(LONDON).date()

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ppo_alerts.reports import COLOURS, RESULTS, TimelinessRow, render_csv, timeliness
+from ppo_alerts.reports import COLOURS, RESULTS, TimelinessRow, render_csv
 from services.console.web import NO_STORE, ConsolePages, StaffMember
 from shared.calendar import london_date
 
@@ -140,7 +140,7 @@ class ReportPages:
         except BadPeriod as exc:
             return self.pages.page(request, "report_timeliness.html", 400, error=exc, query=shown, rows=[],
                                    chart="", scope=scope, start=None, end=None, csv_link="")
-        rows = timeliness(self.pages.view.obligations_in(bcus), start, end, now)
+        rows = self.pages.view.timeliness(bcus, start, end, now)  # = reports.timeliness of them (tested)
         if output == "csv":
             return Response(render_csv([_csv_safe(r) for r in rows]), media_type="text/csv; charset=utf-8",
                             headers={**NO_STORE, "Content-Disposition":

@@ -43,9 +43,11 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
+from ppo_alerts.reports import AT_RISK_WITHIN as REPORT_AT_RISK_WITHIN
+from ppo_alerts.reports import Tally, TimelinessRow, classify, timeliness_rows
 from services.scheduler.watch import ACKNOWLEDGED, WatchPolicy, merge, watched_for_acknowledgement
 from shared.ack import Acknowledgement
 from shared.calendar import london_date
@@ -60,6 +62,7 @@ AT_RISK_FRACTION: Final = 0.25
 URGENCY: Final[dict[str, int]] = {"failed": 0, "breached": 1, "at risk": 2, "due": 3, "not acknowledged": 4,
                                   "pending": 5}
 NOT_ACKNOWLEDGED: Final = "not acknowledged"
+_BREACHED, _AT_RISK, _DUE, _PENDING = URGENCY["breached"], URGENCY["at risk"], URGENCY["due"], URGENCY["pending"]
 OPEN_STATUSES: Final = frozenset({"pending", "breached", "failed"})
 CLOSED_LABELS: Final = ("notified", "acknowledged", "cancelled")
 RELEASE_NOTICE_RULE: Final = "A4"  # a release date set or changed: its facts carry `release_date` (rule book)
@@ -127,7 +130,12 @@ class RegisterRow:
 
 @dataclass(slots=True)
 class _Placed:
-    """An obligation as indexed: enough to take it out again exactly, and to derive its state without decoding."""
+    """An obligation as indexed: enough to take it out again exactly, and to derive its state without decoding.
+
+    What a page over every BCU asks of each of 100,000 obligations is worked out here, once, when it is placed:
+    its place in the urgency order when time cannot change it, its instants as whole microseconds (compared at the
+    query's `now` by `_urgency`, which agrees with `_state`: tested), its London send date and its timeliness
+    result when time cannot change it (`reports.classify`, likewise tested against the report)."""
 
     obligation: Obligation
     bcu: str | None
@@ -135,6 +143,49 @@ class _Placed:
     at_risk_from: datetime
     person_id: str | None
     release_date: date | None  # A4, not cancelled
+    urgency: int | None  # open and time cannot change its state: URGENCY of it
+    send_us: int
+    at_risk_us: int
+    notify_us: int
+    send_date: date  # London
+    result: str | None  # reports.classify, when time cannot change it
+    oid: str
+    rule: str
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_STATE_OF_URGENCY: Final = {u: s for s, u in URGENCY.items()}
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // _MICROSECOND  # exact, unlike a float timestamp
+
+
+def _fixed_urgency(o: Obligation, label: str | None) -> int | None:
+    if label is not None:
+        return None
+    if o.status == "notified":
+        return URGENCY[NOT_ACKNOWLEDGED]
+    return URGENCY[o.status] if o.status in ("failed", "breached") else None
+
+
+def _settled_result(o: Obligation) -> str | None:
+    """The report's result when no later `now` can change it (None: a pending notice's deadline may yet pass)."""
+    if o.status in ("cancelled", "failed", "breached") or o.notified_at is not None:
+        return classify(o, o.notify_by)  # any instant: the same
+    return None
+
+
+def _urgency(p: _Placed, now_us: int) -> int:
+    """URGENCY[_state(p, now)] for an open obligation, from what was worked out when it was placed."""
+    if p.urgency is not None:
+        return p.urgency
+    if now_us >= p.notify_us:
+        return _BREACHED
+    if now_us >= p.at_risk_us:
+        return _AT_RISK
+    return _DUE if now_us >= p.send_us else _PENDING
 
 
 def _at_risk_from(o: Obligation) -> datetime:
@@ -225,6 +276,7 @@ class ConsoleView:
         # obligations
         self._placed: dict[str, _Placed] = {}
         self._open_by_bcu: dict[str | None, dict[str, _Placed]] = {}
+        self._all_by_bcu: dict[str | None, dict[str, _Placed]] = {}
         self._closed_counts: dict[str | None, Counter[str]] = {}
         self._releases_by_bcu: dict[str | None, dict[str, _Placed]] = {}
         self._by_person: dict[str, dict[str, _Placed]] = {}
@@ -327,8 +379,12 @@ class ConsoleView:
         label = "acknowledged" if acked else (None if o.status in OPEN_STATUSES or _awaits_acknowledgement(o)
                                               else o.status)
         person_id = o.person.person_id if o.person is not None else None
-        p = _Placed(o, o.bcu, label, _at_risk_from(o), person_id, _release_date(o))
+        at_risk_from = _at_risk_from(o)
+        p = _Placed(o, o.bcu, label, at_risk_from, person_id, _release_date(o), _fixed_urgency(o, label),
+                    _micros(o.send_at), _micros(at_risk_from), _micros(o.notify_by), london_date(o.send_at),
+                    _settled_result(o), oid, o.rule)
         self._placed[oid] = p
+        self._all_by_bcu.setdefault(p.bcu, {})[oid] = p
         if label is None:
             self._open_by_bcu.setdefault(p.bcu, {})[oid] = p
         else:
@@ -342,6 +398,7 @@ class ConsoleView:
         p = self._placed.get(oid)
         if p is None:
             return
+        _discard(self._all_by_bcu, p.bcu, oid)
         if p.label is None:
             _discard(self._open_by_bcu, p.bcu, oid)
         else:
@@ -418,18 +475,18 @@ class ConsoleView:
         now = _aware(now)
         if limit <= 0 or offset < 0:
             return []
-        keyed = ((URGENCY[_state(p, now)], p.obligation.notify_by, p.obligation.obligation_id, p)
-                 for p in self._open_in(bcus))
-        page = heapq.nsmallest(offset + limit, keyed, key=lambda k: k[:3])[offset:]
-        return [_row(p, now) for *_, p in page]
+        now_us = _micros(now)
+        keyed = [(_urgency(p, now_us), p.notify_us, p.oid) for p in self._open_in(bcus)]
+        return [_row(self._placed[oid], now) for _, _, oid in heapq.nsmallest(offset + limit, keyed)[offset:]]
 
     def counts(self, bcus: set[str] | None, now: datetime) -> dict[str, int]:
         """How many obligations of these BCUs are in each state: the open ones' derived states (failed, breached,
         at risk, due, pending) and the closed ones' (notified, acknowledged, cancelled); every key present, maybe 0."""
         now = _aware(now)
         result = dict.fromkeys((*URGENCY, *CLOSED_LABELS), 0)
-        for p in self._open_in(bcus):
-            result[_state(p, now)] += 1
+        now_us = _micros(now)
+        for urgency, n in Counter(_urgency(p, now_us) for p in self._open_in(bcus)).items():
+            result[_STATE_OF_URGENCY[urgency]] += n
         chosen = self._closed_counts.values() if bcus is None else (
             self._closed_counts[b] for b in bcus if b in self._closed_counts)
         for counted in chosen:
@@ -582,9 +639,34 @@ class ConsoleView:
         return sorted((e for e in self._entries.values()
                        if bcus is None or any(p.home_bcu in bcus for p in e.periods)), key=lambda e: e.person_id)
 
+    def _all_in(self, bcus: set[str] | None) -> Iterable[_Placed]:
+        if bcus is None:
+            return self._placed.values()
+        return (p for b in bcus for p in self._all_by_bcu.get(b, {}).values())
+
     def obligations_in(self, bcus: set[str] | None) -> list[Obligation]:
         """Every obligation of these BCUs (None: every BCU), open and closed."""
-        return [p.obligation for p in self._placed.values() if self._visible(p, bcus)]
+        return [p.obligation for p in self._all_in(bcus)]
+
+    def timeliness(self, bcus: set[str] | None, start: date, end: date, now: datetime) -> list[TimelinessRow]:
+        """`reports.timeliness` of these BCUs' obligations, from each one's London send date and settled result
+        worked out when it was placed (the report over every BCU reads 100,000 of them: tested against it)."""
+        now = _aware(now)
+        tally = Tally()
+        chosen = [p for p in self._all_in(bcus) if start <= p.send_date <= end]
+        # Settled ones (never open, so never at risk) as they are; the others are `classify` and `at_risk` of a
+        # notice not yet sent: breached once its deadline has passed, else open, and at risk when sendable and
+        # due within the hour
+        now_us = _micros(now)
+        soon_us = _micros(now + REPORT_AT_RISK_WITHIN)
+        tally.results.update((p.rule, p.result if p.result is not None else
+                              "breached" if p.notify_us < now_us else "open") for p in chosen)
+        tally.at_risk.update(p.rule for p in chosen if p.result is None and p.send_us <= now_us
+                             and now_us <= p.notify_us <= soon_us)
+        for p in chosen:
+            if p.rule not in tally.sources:
+                tally.sources[p.rule] = p.obligation.source_paragraph
+        return timeliness_rows(tally)
 
     # --- sizes (for metrics and logs: counts only) ------------------------------------------------------------
 

@@ -409,3 +409,63 @@ def test_at_size_a_bcus_queries_answer_from_that_bcus_rows_only():
         o["status"] in ("pending", "breached", "failed") for o in mine)
     found = view.register_search("given", {BCUS[7]}, T)  # every entry's name: the first 50 of this BCU's
     assert len(found) == 50 and {r.home_bcu for r in found} == {BCUS[7]}
+
+
+# --- the quick paths agree with the plain way --------------------------------------------------------------
+
+
+def random_view(seed: int) -> tuple[ConsoleView, list[datetime]]:
+    """Obligations in every status, with and without a notification, windows from minutes to days, over two BCUs
+    and none; and instants around and exactly on their edges."""
+    import random
+
+    rng = random.Random(seed)
+    view = ConsoleView()
+    edges: list[datetime] = []
+    for n in range(400):
+        send_at = T + timedelta(minutes=rng.randint(-3000, 3000))
+        window = timedelta(minutes=rng.choice([5, 15, 60, 240, 2880]))
+        status = rng.choice(["pending", "pending", "notified", "breached", "failed", "acknowledged", "cancelled"])
+        notified_at = send_at + timedelta(minutes=rng.randint(0, 300)) if status in ("notified", "acknowledged") \
+            or (status == "breached" and rng.random() < 0.3) else None
+        rule = rng.choice(["A1", "A4", "B3", "C1", "Z9"])  # Z9: a rule the rule book does not have
+        raised_at = send_at if rng.random() < 0.7 else send_at - timedelta(days=1)
+        o = obligation(n, rule=rule, bcu=rng.choice([LEEDS, BRADFORD, None]), send_at=send_at, window=window,
+                       status=status, notified_at=notified_at, raised_at=raised_at,
+                       cancelled_reason="x" if status == "cancelled" else None)
+        view.apply_obligation(*record(o))
+        if rng.random() < 0.1:
+            view.apply_acknowledgement(*ack_record(o.obligation_id))
+        edges += [o.send_at, o.notify_by, o.notify_by - timedelta(hours=1)]
+    nows = [T + timedelta(minutes=rng.randint(-3000, 3000)) for _ in range(20)] + rng.sample(edges, 20)
+    return view, nows
+
+
+def test_the_urgency_order_and_counts_are_the_plain_states_order_and_counts():
+    from services.console.view import URGENCY, _state
+
+    for seed in range(5):
+        view, nows = random_view(seed)
+        for now in nows:
+            for bcus in (None, {LEEDS}, {LEEDS, BRADFORD}):
+                plain = sorted((URGENCY[_state(p, now)], p.obligation.notify_by, oid)
+                               for oid, p in view._placed.items() if p.label is None and view._visible(p, bcus))
+                assert [r.obligation_id for r in view.open_for_bcus(bcus, now, limit=1000)] == [
+                    oid for *_, oid in plain]
+                assert [r.state for r in view.open_for_bcus(bcus, now, limit=1000)] == [
+                    _state(view._placed[oid], now) for *_, oid in plain]
+                counts = view.counts(bcus, now)
+                for state in URGENCY:
+                    assert counts[state] == sum(1 for u, *_ in plain if u == URGENCY[state])
+
+
+def test_the_views_timeliness_is_the_reports():
+    from ppo_alerts.reports import timeliness
+
+    for seed in range(5):
+        view, nows = random_view(seed)
+        for now in nows:
+            for bcus in (None, {LEEDS}):
+                start, end = (T - timedelta(days=1)).date(), (T + timedelta(days=1)).date()
+                assert view.timeliness(bcus, start, end, now) == timeliness(view.obligations_in(bcus), start, end,
+                                                                            now)

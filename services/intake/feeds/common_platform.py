@@ -78,9 +78,10 @@ from services.intake.feeds import (
     parse_instant,
     text,
 )
+from shared.calendar import london_date
 from shared.clock import LONDON
 from shared.errors import InputRejected, problems_of
-from shared.events import EVENT_MODELS, Person, clean_name, london_date
+from shared.events import EVENT_MODELS, Person, clean_name
 from shared.identifiers import normalise_cro, normalise_pnc
 from shared.trusted import trusted_constructor
 
