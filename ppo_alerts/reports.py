@@ -82,6 +82,8 @@ STANDARDS: dict[str, str] = {
 }
 
 RESULTS = ("on_time", "late", "breached", "failed", "cancelled", "open")
+RESULT_LABELS = {"on_time": "On time", "late": "Late", "breached": "Breached", "failed": "Failed",
+                 "cancelled": "Cancelled", "open": "Open"}
 RESULT_MEANING = {
     "on_time": "accepted by the mail server by its notify-by deadline",
     "late": "accepted by the mail server, after its deadline",
@@ -513,8 +515,6 @@ table{border-collapse:collapse;width:100%;margin:8px 0 16px}
 th,td{border-bottom:1px solid #d8dde0;padding:5px 8px;text-align:left;vertical-align:top}
 th{background:#f3f2f1;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.total td{font-weight:700;border-top:2px solid #0b0c0c}
-.legend span{display:inline-block;margin-right:14px}.legend i{display:inline-block;width:12px;height:12px;
-margin-right:4px;vertical-align:-1px}
 footer{color:#505a5f;font-size:12px;margin-top:24px}
 """
 
@@ -547,32 +547,41 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Itera
 
 
 def timeliness_chart(rows: Sequence[TimelinessRow]) -> str:
-    """Horizontal stacked bars, one per rule with obligations, as inline SVG."""
+    """Horizontal stacked bars, one per rule with obligations, and a legend, as inline SVG (the report's HTML and
+    the console's page): presentation attributes only (fill, font-size), no style attributes, so a page whose CSP
+    forbids inline styles (the console's) lets it draw."""
     shown = [r for r in rows if r.rule != "all" and r.total]
-    width, label_w, bar_h, gap = 900, 60, 18, 6
+    width, label_w, bar_h, gap, legend_h = 900, 70, 20, 8, 40
     scale = max((r.total for r in shown), default=1)
-    height = max(1, len(shown)) * (bar_h + gap) + 30
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="Obligations per rule by result">']
+    height = legend_h + max(1, len(shown)) * (bar_h + gap)
+    e = html.escape
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+             f'preserveAspectRatio="xMinYMin meet" role="img" aria-labelledby="timeliness-chart-title" '
+             f'focusable="false"><title id="timeliness-chart-title">Obligations per rule by result: the table '
+             f'below gives the same numbers</title>']
+    x = 0
+    for result in RESULTS:  # the legend
+        parts.append(f'<rect x="{x}" y="4" width="16" height="16" fill="{COLOURS[result]}"/>'
+                     f'<text x="{x + 22}" y="17" font-size="15" fill="#0b0c0c">{e(RESULT_LABELS[result])}</text>')
+        x += 22 + 9 * len(RESULT_LABELS[result]) + 24
     for i, r in enumerate(shown):
-        y = i * (bar_h + gap)
-        parts.append(f'<text x="0" y="{y + bar_h - 4}" font-size="13">{_e(r.rule)}</text>')
-        x = float(label_w)
+        y = legend_h + i * (bar_h + gap)
+        parts.append(f'<text x="0" y="{y + bar_h - 5}" font-size="15" fill="#0b0c0c">{e(r.rule)}</text>')
+        left = float(label_w)
         for result in RESULTS:
             n = getattr(r, result)
             if not n:
                 continue
-            w = (width - label_w - 50) * n / scale
-            parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{COLOURS[result]}">'
-                         f'<title>{_e(r.rule)} {_e(result)}: {n}</title></rect>')
-            x += w
-        parts.append(f'<text x="{x + 6:.1f}" y="{y + bar_h - 4}" font-size="12" fill="#505a5f">{r.total}</text>')
+            w = (width - label_w - 60) * n / scale
+            parts.append(f'<rect x="{left:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{COLOURS[result]}">'
+                         f'<title>{e(r.rule)}, {e(RESULT_LABELS[result].lower())}: {n}</title></rect>')
+            left += w
+        parts.append(f'<text x="{left + 6:.1f}" y="{y + bar_h - 5}" font-size="14" fill="#505a5f">{r.total}</text>')
     if not shown:
-        parts.append('<text x="0" y="16" font-size="13" fill="#505a5f">No obligations in this period.</text>')
+        parts.append(f'<text x="0" y="{legend_h + 16}" font-size="15" fill="#505a5f">'
+                     'No obligations in this period.</text>')
     parts.append("</svg>")
-    legend = "".join(f'<span><i style="background:{COLOURS[r]}"></i>{_e(r.replace("_", " "))}</span>'
-                     for r in RESULTS)
-    return f'<div class="legend">{legend}</div>{"".join(parts)}'
+    return "".join(parts)
 
 
 def bars_chart(series: Sequence[tuple[str, int, int]], labels: tuple[str, str]) -> str:
