@@ -254,8 +254,12 @@ class ProcessStack:
             except OSError:
                 pass
             time.sleep(0.2)
-        tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{name} not healthy within {timeout} s; its log ends:\n{tail}")
+        text = (self.workdir / f"{name}.log").read_text(errors="replace")
+        kept = ROOT / "test-artifacts" / "faults" / f"{self.workdir.name}-{name}.log"  # the whole log, for later
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(text)
+        raise RuntimeError(f"{name} not healthy within {timeout} s; its whole log is in {kept}; it ends:\n"
+                           f"{text[-3000:]}")
 
     def start_all(self, names: list[str] | None = None) -> None:
         self.start_many(names if names is not None else list(self.instances))
