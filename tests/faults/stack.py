@@ -308,6 +308,7 @@ class ProcessStack:
         data = json.dumps(body).encode()
         intakes = self.of("intake")
         deadline = time.monotonic() + timeout
+        last = "no answer yet"
         while True:
             name = intakes[self._next_intake % len(intakes)]
             self._next_intake += 1
@@ -317,13 +318,15 @@ class ProcessStack:
                 with urllib.request.urlopen(request, timeout=60) as r:
                     if r.status == 202:
                         return
+                    last = f"{name} answered {r.status}"
             except urllib.error.HTTPError as exc:
                 if exc.code < 500:
                     return
-            except OSError:
-                pass
+                last = f"{name} answered {exc.code}"
+            except OSError as exc:
+                last = f"{name}: {exc}"
             if time.monotonic() > deadline:
-                raise RuntimeError("intake did not accept a payload in time")
+                raise RuntimeError(f"intake did not accept a payload within {timeout:.0f} s; last: {last}")
             time.sleep(0.5 if len(intakes) == 1 else 0.1)
 
 
@@ -350,12 +353,13 @@ class Run:
         self.settings = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=self.stack.prefix)
         self.injected = 0
 
-    def drive(self, at: dict[int, Callable[[], None]] | None = None, payloads: list[Any] | None = None) -> None:
+    def drive(self, at: dict[int, Callable[[], None]] | None = None, payloads: list[Any] | None = None, *,
+              post_timeout: float = 120.0) -> None:
         for i, body in enumerate(payloads if payloads is not None else self.payloads):
             if at and i in at:
                 at[i]()
                 self.injected += 1
-            self.stack.post(body)
+            self.stack.post(body, post_timeout)
 
     def message_ids_of_duplicates(self) -> list[set[str]]:
         """For every (obligation, recipient) received more than once, the Message-IDs it came with."""
