@@ -27,6 +27,7 @@ from typing import Any
 from ppo_alerts.localkafka import LocalKafka, LocalKafkaError
 from ppo_alerts.mailsink import MailSink
 from ppo_alerts.runner import SERVICES, start_services, stop_services
+from shared.calendar import london_date
 from shared.clock import SystemClock
 from shared.kafka import client_kwargs, ensure_topics
 from shared.logs import configure_logging
@@ -99,14 +100,18 @@ def _moved(body: Any, by: timedelta, days: timedelta) -> Any:
 
 def dated_from_now(bodies: list[Any], now: datetime) -> list[Any]:
     """The payloads moved in time so that the latest event happened LAST_EVENT_AGO before `now`: every instant by
-    the same amount, every date by the same number of days (a release 28 days after its event stays 28 days)."""
+    the same amount, and each event's dates by as many London days as its own occurrence moved (a release 27 days
+    after its event stays 27 days after it, whichever side of midnight the move takes each event)."""
     occurred = [t for body in bodies for t in _instants(body, OCCURRED_FIELDS)]
     if not occurred:
         return bodies
-    latest = max(occurred)
-    by = (now - LAST_EVENT_AGO) - latest
-    days = (latest + by).date() - latest.date()
-    return [_moved(body, by, days) for body in bodies]
+    by = (now - LAST_EVENT_AGO) - max(occurred)
+
+    def days_moved(body: Any) -> timedelta:
+        when = max(_instants(body, OCCURRED_FIELDS), default=max(occurred))
+        return london_date(when + by) - london_date(when)
+
+    return [_moved(body, by, days_moved(body)) for body in bodies]
 
 
 # The services' consumer groups as they write them (services/*/service.py; under the prefix: Topics.group): each is
